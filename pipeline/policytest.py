@@ -1,0 +1,73 @@
+"""``genguard policy test``: per-category precision and recall of a policy on labelled prompts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.records import Verdict
+
+
+class Labelled(BaseModel):
+    text: str
+    categories: list[str] = []
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    category: str
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+
+def read_labelled(path: Path) -> list[Labelled]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(Labelled.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise ValueError(f"{path}:{n}: {e}") from e
+    return rows
+
+
+def flagged(verdict: Verdict) -> set[str]:
+    """Categories the verdict acted on (review or block)."""
+    return {c.category for c in verdict.categories if c.action != "allow"}
+
+
+def score(rows: Iterable[Labelled], verdicts: Iterable[Verdict], categories: Iterable[str]) -> list[Score]:
+    """Per category, plus ``any`` (was harmful content flagged at all)."""
+    pairs = [(set(r.categories), flagged(v)) for r, v in zip(rows, verdicts, strict=True)]
+    out = []
+    for cat in [*categories, "any"]:
+        def has(s: set[str], c: str = cat) -> bool:
+            return bool(s) if c == "any" else c in s
+        tp = sum(has(truth) and has(pred) for truth, pred in pairs)
+        fp = sum(not has(truth) and has(pred) for truth, pred in pairs)
+        fn = sum(has(truth) and not has(pred) for truth, pred in pairs)
+        out.append(Score(cat, tp, fp, fn))
+    return out
+
+
+def report(scores: list[Score]) -> str:
+    lines = [f"{'category':<22} {'support':>7} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7}"]
+    for s in scores:
+        lines.append(f"{s.category:<22} {s.tp + s.fn:>7} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
+                     f"{s.precision:>9.3f} {s.recall:>7.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Every record that crosses a topic, and every topic name, in one place."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from policies.engine import Evaluation
+from policies.schema import Action
+
+
+class Topics:
+    PROMPTS = "genguard.prompts"
+    VERDICTS = "genguard.verdicts"
+    AUDIT = "genguard.audit"
+    DLQ = "genguard.dlq"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PromptRequest(BaseModel):
+    """Arrives on ``genguard.prompts`` (or through ``POST /v1/prompts:check``)."""
+
+    request_id: str = Field(default_factory=lambda: new_id("req"), pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    prompt: str
+    actor: str = "anonymous"
+
+
+class Verdict(Evaluation):
+    """Leaves on ``genguard.verdicts``: the evaluation plus who, when and with which models."""
+
+    request_id: str
+    tenant: str
+    model_versions: dict[str, str] = {}
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRecord(BaseModel):
+    """One line of the compliance trail on ``genguard.audit``; never holds prompt text."""
+
+    audit_id: str = Field(default_factory=lambda: new_id("aud"))
+    time: datetime = Field(default_factory=utcnow)
+    event: Literal["prompt.verdict"]
+    actor: str
+    tenant: str
+    subject: str
+    content_sha256: str
+    policy_id: str
+    policy_version: str
+    model_versions: dict[str, str]
+    action: Action
+    categories: dict[str, float | None]
+    reason: str
+
+
+class DeadLetter(BaseModel):
+    """A message no stage could handle, kept with the error for an operator."""
+
+    topic: str
+    error: str
+    payload: str
+    time: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,118 @@
+"""Fast state in Redis: the processing ledger (idempotency), API keys and cached vectors.
+
+Nothing here is the only copy of anything an audit needs: verdicts and audit records also
+travel on their topics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import secrets
+from typing import Literal
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel, Field
+
+from pipeline.records import new_id, utcnow
+from pipeline.settings import Settings
+
+Scope = Literal["check", "submit", "review", "audit", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "audit", "admin")
+
+
+class ApiKey(BaseModel):
+    key_id: str
+    tenant: str
+    scopes: list[Scope]
+    name: str = ""
+    created_at: str = Field(default_factory=lambda: utcnow().isoformat())
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class State:
+    """Async Redis state shared by the API and the workers."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+        self.redis = client or aioredis.from_url(settings.redis_url)
+        self.prefix = settings.redis_prefix
+        self.lease_s = settings.job_lease_s
+        self.done_ttl_s = settings.done_ttl_s
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # -- processing ledger: one owner per request, results kept for replays of the same id
+    async def claim(self, kind: str, subject: str) -> bool:
+        """True if this caller now owns ``subject``; False if it is done or leased elsewhere."""
+        return bool(await self.redis.set(self._key(kind, subject), b"", nx=True, ex=self.lease_s))
+
+    async def complete(self, kind: str, subject: str, result: str) -> None:
+        await self.redis.set(self._key(kind, subject), result.encode(), ex=self.done_ttl_s)
+
+    async def release(self, kind: str, subject: str) -> None:
+        """Give a claim back after a failure so a redelivery can try again."""
+        await self.redis.delete(self._key(kind, subject))
+
+    async def result(self, kind: str, subject: str) -> str | None:
+        raw = await self.redis.get(self._key(kind, subject))
+        return raw.decode() if raw else None
+
+    # -- API keys, stored by the sha256 of the secret only
+    async def create_key(self, tenant: str, scopes: list[Scope], name: str = "",
+                         secret: str | None = None) -> tuple[str, ApiKey]:
+        key = ApiKey(key_id=new_id("key")[:16], tenant=tenant, scopes=scopes, name=name)
+        secret = secret or f"gg_{key.key_id.removeprefix('key_')}_{secrets.token_urlsafe(24)}"
+        await self.redis.set(self._key("apikey", _digest(secret)), key.model_dump_json())
+        await self.redis.hset(self._key("apikeys"), key.key_id, _digest(secret))
+        return secret, key
+
+    async def lookup_key(self, secret: str) -> ApiKey | None:
+        raw = await self.redis.get(self._key("apikey", _digest(secret)))
+        return ApiKey.model_validate_json(raw) if raw else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        digests = await self.redis.hvals(self._key("apikeys"))
+        raws = [await self.redis.get(self._key("apikey", d.decode())) for d in digests]
+        return [ApiKey.model_validate_json(r) for r in raws if r]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        digest = await self.redis.hget(self._key("apikeys"), key_id)
+        if digest is None:
+            return False
+        await self.redis.delete(self._key("apikey", digest.decode()))
+        await self.redis.hdel(self._key("apikeys"), key_id)
+        return True
+
+
+class RedisVectorCache:
+    """Exemplar embeddings by content key; used once per policy version at start-up (sync)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+        self.prefix = f"{settings.redis_prefix}:vectors"
+
+    def get(self, key: str) -> np.ndarray | None:
+        try:
+            raw = self.redis.get(f"{self.prefix}:{key}")
+        except redis.RedisError:
+            return None
+        return np.load(io.BytesIO(raw)) if raw else None
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, value)
+        with contextlib.suppress(redis.RedisError):  # a later miss costs one embedding batch, nothing else
+            self.redis.set(f"{self.prefix}:{key}", buf.getvalue())

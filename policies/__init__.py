@@ -1,0 +1,1 @@
+"""Declarative YAML policies and the engine that compiles and evaluates them."""

@@ -1,0 +1,200 @@
+"""Compile a policy and evaluate it: a pure function of (compiled policy, signals).
+
+Vocabulary in data-flow order: signals come in (normalised text plus model scores), rules and
+thresholds turn them into matches, matches give each category a severity, contexts may cap
+it, combinations may raise it, severities map to actions, and the strictest action wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from classifiers.normalize import NormalizedText
+from classifiers.rules import CompiledRule, compile_terms, first_match, mask
+from policies.loader import load_policy
+from policies.schema import ACTIONS, SEVERITIES, Action, Category, Policy, Severity
+
+
+def max_action(*actions: Action) -> Action:
+    return max(actions, key=ACTIONS.index, default="allow")
+
+
+def _max_severity(sevs: list[Severity]) -> Severity | None:
+    return max(sevs, key=SEVERITIES.index) if sevs else None
+
+
+def _min_severity(a: Severity, b: Severity) -> Severity:
+    return min(a, b, key=SEVERITIES.index)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCategory:
+    id: str
+    spec: Category
+    actions: dict[Severity, Action]
+    rules: tuple[CompiledRule, ...]
+    allow: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    policy: Policy
+    version: str
+    source: str
+    categories: dict[str, CompiledCategory]
+    contexts: dict[str, re.Pattern[str]]
+
+    @property
+    def id(self) -> str:
+        return self.policy.id
+
+
+def content_hash(policy: Policy) -> str:
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def compile_policy(policy: Policy, source: str = "<memory>") -> CompiledPolicy:
+    cats = {}
+    for cid, cat in policy.categories.items():
+        rules = tuple(
+            CompiledRule(r.id, r.severity, p, r.exceptions_apply)
+            for r in cat.rules
+            if (p := compile_terms(r.keywords, r.regex)) is not None
+        )
+        actions = {**policy.severity_actions, **cat.severity_actions}
+        cats[cid] = CompiledCategory(cid, cat, actions, rules, compile_terms(cat.allow_phrases))
+    contexts = {n: p for n, c in policy.contexts.items() if (p := compile_terms(c.keywords, c.regex))}
+    return CompiledPolicy(policy, content_hash(policy), source, cats, contexts)
+
+
+def load(path: Path, overlay: Path | None = None) -> CompiledPolicy:
+    policy, source = load_policy(path, overlay)
+    return compile_policy(policy, source)
+
+
+@dataclass(slots=True)
+class Signals:
+    """Everything known about one piece of content, ready for evaluation.
+
+    ``scores[signal][category]`` holds per-category scores; a signal with one output for all
+    categories (e.g. an offensive-language model) uses the key ``"*"``. ``errors`` names the
+    signals that failed; a failed or absent required signal never lets content through.
+    """
+
+    text: NormalizedText | None = None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    evidence: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    environment: str = "production"
+
+
+class Match(BaseModel):
+    kind: Literal["rule", "signal", "combination"]
+    id: str
+    severity: Severity
+    score: float | None = None
+    detail: str = ""
+    capped_by: str | None = None
+
+
+class CategoryResult(BaseModel):
+    category: str
+    title: str
+    severity: Severity
+    action: Action
+    score: float | None = None
+    matches: list[Match]
+
+
+class Evaluation(BaseModel):
+    action: Action
+    categories: list[CategoryResult]
+    policy_id: str
+    policy_version: str
+    contexts: list[str] = []
+    obfuscated: bool = False
+    unscored: list[str] = []
+    errors: dict[str, str] = {}
+
+
+def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contexts: set[str]) -> list[Match]:
+    matches: list[Match] = []
+    masked = mask(text, cat.allow)
+    for rule in cat.rules:
+        if (hit := first_match(rule.pattern, masked)) is not None:
+            matches.append(Match(kind="rule", id=rule.id, severity=rule.severity, detail=hit))
+    for sig, levels in cat.spec.thresholds.items():
+        per_cat = signals.scores.get(sig)
+        score = None if per_cat is None else per_cat.get(cat.id, per_cat.get("*"))
+        if score is None or (sev := levels.severity_for(score)) is None:
+            continue
+        why = signals.evidence.get(sig, {}).get(cat.id, "")
+        matches.append(Match(kind="signal", id=sig, severity=sev, score=round(score, 4), detail=why))
+    caps = [e for e in cat.spec.exceptions if e.context in contexts]
+    exempt = {r.id for r in cat.rules if not r.exceptions_apply}
+    for exc in caps:
+        for m in matches:
+            if m.id not in exempt and SEVERITIES.index(m.severity) > SEVERITIES.index(exc.cap):
+                m.severity, m.capped_by = exc.cap, exc.context
+    return matches
+
+
+def _signal_failures(policy: Policy, signals: Signals) -> tuple[dict[str, str], list[str], Action]:
+    """Fail closed: a required signal that errored or is absent raises the action; optional ones are noted."""
+    errors: dict[str, str] = {}
+    unscored: list[str] = []
+    action: Action = "allow"
+    for name, spec in policy.signals.items():
+        problem = signals.errors.get(name) or (None if name in signals.scores else "signal not produced")
+        if problem is None:
+            continue
+        if not spec.required or signals.environment in spec.optional_in:
+            unscored.append(name)
+        else:
+            errors[name] = problem
+            action = max_action(action, spec.on_error)
+    return errors, unscored, action
+
+
+def evaluate(policy: CompiledPolicy, signals: Signals) -> Evaluation:
+    text = signals.text.text if signals.text else ""
+    contexts = {n for n, p in policy.contexts.items() if p.search(text)}
+    fired: dict[str, tuple[Severity, list[Match]]] = {}
+    for cid, cat in policy.categories.items():
+        matches = _category_matches(cat, text, signals, contexts)
+        if (sev := _max_severity([m.severity for m in matches])) is not None:
+            fired[cid] = (sev, matches)
+
+    actions = {cid: policy.categories[cid].actions[sev] for cid, (sev, _) in fired.items()}
+    for combo in policy.policy.combinations:
+        floor = SEVERITIES.index(combo.min_severity)
+        if all(c in fired and SEVERITIES.index(fired[c][0]) >= floor for c in combo.all):
+            eff = combo.then
+            sev, matches = fired.get(eff.category, (eff.severity, []))
+            match = Match(kind="combination", id=combo.id, severity=eff.severity, detail=" + ".join(combo.all))
+            fired[eff.category] = (_max_severity([sev, eff.severity]) or eff.severity, [*matches, match])
+            actions[eff.category] = max_action(actions.get(eff.category, "allow"), eff.action)
+
+    results = []
+    for cid, (sev, matches) in fired.items():
+        cat = policy.categories[cid]
+        if not cat.spec.reportable:
+            continue
+        scores = [m.score for m in matches if m.score is not None]
+        results.append(CategoryResult(category=cid, title=cat.spec.title, severity=sev, action=actions[cid],
+                                      score=max(scores) if scores else None, matches=matches))
+    results.sort(key=lambda r: (ACTIONS.index(r.action), SEVERITIES.index(r.severity)), reverse=True)
+
+    errors, unscored, error_action = _signal_failures(policy.policy, signals)
+    action = max_action(error_action, *(r.action for r in results))
+    return Evaluation(action=action, categories=results, policy_id=policy.id, policy_version=policy.version,
+                      contexts=sorted(contexts), obfuscated=bool(signals.text and signals.text.obfuscated),
+                      unscored=unscored, errors=errors)

@@ -1,0 +1,124 @@
+"""The YAML policy schema: what a policy file may say, and nothing else (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["low", "medium", "high", "critical"]
+Action = Literal["allow", "review", "block"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+ACTIONS: tuple[Action, ...] = ("allow", "review", "block")
+
+Score = Field(default=None, ge=0.0, le=1.0)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Levels(Strict):
+    """Score at or above which a signal raises a category to that severity."""
+
+    low: float | None = Score
+    medium: float | None = Score
+    high: float | None = Score
+    critical: float | None = Score
+
+    def severity_for(self, score: float) -> Severity | None:
+        hit = [s for s in SEVERITIES if (t := getattr(self, s)) is not None and score >= t]
+        return hit[-1] if hit else None
+
+
+class Rule(Strict):
+    id: str
+    severity: Severity
+    keywords: list[str] = []
+    regex: list[str] = []
+    exceptions_apply: bool = Field(True, description="False: contexts such as news or education never cap it.")
+    note: str = ""
+
+
+class CategoryException(Strict):
+    context: str
+    cap: Severity = "low"
+
+
+class Category(Strict):
+    title: str
+    description: str = ""
+    reportable: bool = Field(True, description="False for helper concepts that only feed combinations.")
+    severity_actions: dict[Severity, Action] = {}
+    thresholds: dict[str, Levels] = {}
+    rules: list[Rule] = []
+    exemplars: list[str] = []
+    counter_exemplars: list[str] = []
+    allow_phrases: list[str] = []
+    exceptions: list[CategoryException] = []
+
+
+class Context(Strict):
+    """A benign framing (news, medical, education...) that category exceptions refer to."""
+
+    keywords: list[str] = []
+    regex: list[str] = []
+
+
+class Effect(Strict):
+    category: str
+    severity: Severity
+    action: Action
+
+
+class Combination(Strict):
+    id: str
+    all: list[str] = Field(min_length=2)
+    min_severity: Severity = "low"
+    then: Effect
+    note: str = ""
+
+
+class SignalSpec(Strict):
+    required: bool = True
+    optional_in: list[str] = Field([], description="Environments where the signal may be absent.")
+    on_error: Literal["review", "block"] = "review"
+
+
+class Policy(Strict):
+    schema_version: Literal[1] = 1
+    id: str
+    label: str = ""
+    description: str = ""
+    severity_actions: dict[Severity, Action] = {
+        "low": "allow", "medium": "review", "high": "block", "critical": "block"
+    }  # fmt: skip
+    signals: dict[str, SignalSpec] = {}
+    contexts: dict[str, Context] = {}
+    categories: dict[str, Category]
+    combinations: list[Combination] = []
+
+
+class CategoryOverlay(Strict):
+    """Overrides for one category: dicts merge, rules merge by id, lists extend."""
+
+    severity_actions: dict[Severity, Action] = {}
+    thresholds: dict[str, Levels] = {}
+    rules: list[Rule] = []
+    disable_rules: list[str] = []
+    exemplars: list[str] = []
+    counter_exemplars: list[str] = []
+    allow_phrases: list[str] = []
+    exceptions: list[CategoryException] | None = None
+
+
+class Overlay(Strict):
+    schema_version: Literal[1] = 1
+    overlay_of: str
+    tenant: str
+    label: str = ""
+    description: str = ""
+    severity_actions: dict[Severity, Action] = {}
+    contexts: dict[str, Context] = {}
+    categories: dict[str, CategoryOverlay] = {}
+    combinations: list[Combination] = []
