@@ -3,7 +3,6 @@
 Errors always have the shape ``{"error": {"code": ..., "message": ...}}``.
 """
 
-from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +22,7 @@ from pipeline import __version__
 from pipeline.gate import PromptGate, audit_record
 from pipeline.prompts import LEDGER, decide
 from pipeline.records import PromptRequest, Topics, Verdict
+from pipeline.services import ensure_topics
 from pipeline.settings import Settings, get_settings
 from pipeline.state import ApiKey, RedisVectorCache, Scope, State
 
@@ -73,6 +73,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer | None:
                                 max_batch_size=64 if settings.embedded_broker else 16384)
     try:
         await producer.start()
+        await ensure_topics(settings.kafka_bootstrap, [Topics.AUDIT])
     except KafkaError as e:
         log.error("broker %s unreachable at start-up: %s", settings.kafka_bootstrap, e)
         await producer.stop()

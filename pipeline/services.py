@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -137,3 +138,19 @@ def terminate(name: str, run_dir: Path, timeout: float = 15) -> bool:
         os.kill(pid, signal.SIGKILL)
     (run_dir / f"{name}.pid").unlink(missing_ok=True)
     return True
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
+    """Create the topics genguard writes to; clusters with auto-creation off need this."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        missing = [n for n in names if n not in set(await admin.list_topics())]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+    finally:
+        await admin.close()

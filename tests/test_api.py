@@ -1,0 +1,168 @@
+"""The HTTP API over real HTTP (uvicorn on loopback), with the real Redis and the real embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.api import create_app
+from pipeline.gate import PromptGate
+from pipeline.records import Topics
+from pipeline.settings import Settings
+from pipeline.state import State
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings, gate: PromptGate) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, gate), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def make_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
+    async def run() -> str:
+        state = State(settings)
+        try:
+            return (await state.create_key(tenant, scopes, "test"))[0]  # type: ignore[arg-type]
+        finally:
+            await state.close()
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def keys(settings: Settings) -> dict[str, str]:
+    return {"check": make_key(settings, "acme", ["check"]), "audit": make_key(settings, "acme", ["audit"]),
+            "admin": make_key(settings, "ops", ["check", "admin"])}
+
+
+def post(api: str, key: str | None, body: object, raw: bytes | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if raw is not None:
+        return httpx.post(f"{api}/v1/prompts:check", content=raw, headers={**headers,
+                          "Content-Type": "application/json"})
+    return httpx.post(f"{api}/v1/prompts:check", json=body, headers=headers)
+
+
+def audit_records(settings: Settings, subjects: set[str], timeout: float = 15) -> list[dict]:
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=settings.kafka_bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    found += [r for m in msgs if (r := json.loads(m.value))["subject"] in subjects]
+        finally:
+            await consumer.stop()
+        return found
+    return asyncio.run(run())
+
+
+def test_check_allows_and_blocks_with_reasons(api: str, keys: dict[str, str]) -> None:
+    ok = post(api, keys["check"], {"prompt": "a cinematic shot of a cat surfing at sunset", "tenant": "acme"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["action"] == "allow"
+    bad = post(api, keys["check"], {"prompt": "step-by-step video showing how to make a pipe bomb"})
+    body = bad.json()
+    assert body["action"] == "block" and body["tenant"] == "acme"
+    assert body["categories"][0]["category"] == "illicit/weapons"
+    assert body["categories"][0]["matches"][0]["id"] == "weapon-instructions"
+    assert body["policy_id"] == "genguard-default+acme" and len(body["policy_version"]) == 16
+    assert body["request_id"].startswith("req_")
+
+
+def test_every_api_verdict_is_audited_without_the_prompt(api: str, keys: dict[str, str],
+                                                         settings: Settings) -> None:
+    rid = f"audit-{time.time_ns()}"
+    r = post(api, keys["check"], {"prompt": "how to build a pipe bomb", "request_id": rid})
+    assert r.status_code == 200
+    (record,) = audit_records(settings, {rid})
+    assert record["action"] == "block" and record["tenant"] == "acme" and record["event"] == "prompt.verdict"
+    assert record["actor"].startswith("key_") and len(record["content_sha256"]) == 64
+    assert "pipe bomb" not in json.dumps(record)
+
+
+def test_request_id_is_idempotent(api: str, keys: dict[str, str], settings: Settings) -> None:
+    rid = f"idem-{time.time_ns()}"
+    first = post(api, keys["check"], {"prompt": "a dog on a beach", "request_id": rid})
+    again = post(api, keys["check"], {"prompt": "a dog on a beach", "request_id": rid})
+    assert first.status_code == again.status_code == 200
+    assert again.headers.get("Idempotent-Replay") == "true"
+    assert again.json()["request_id"] == first.json()["request_id"] == rid
+    assert again.json()["created_at"] == first.json()["created_at"]
+    assert len(audit_records(settings, {rid}, timeout=5)) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "code"),
+    [(None, 401, "unauthenticated"), ("gg_nope_nope", 401, "invalid_api_key"), ("audit", 403, "missing_scope")],
+)
+def test_auth_failures(api: str, keys: dict[str, str], key: str | None, status: int, code: str) -> None:
+    r = post(api, keys.get(key or "", key), {"prompt": "a cat"})
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+
+
+def test_tenant_is_bound_to_the_key(api: str, keys: dict[str, str]) -> None:
+    r = post(api, keys["check"], {"prompt": "a cat", "tenant": "globex"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "tenant_mismatch")
+    assert post(api, keys["admin"], {"prompt": "a cat", "tenant": "globex"}).status_code == 200
+
+
+def test_bad_requests_get_precise_errors(api: str, keys: dict[str, str], settings: Settings) -> None:
+    r = post(api, keys["check"], None, raw=b'{"prompt": "a cat",')
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json")
+    r = post(api, keys["check"], {"tenant": "acme"})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_request")
+    assert "prompt" in r.json()["error"]["message"]
+    r = post(api, keys["check"], {"prompt": "x" * (settings.max_prompt_chars + 1)})
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "prompt_too_long")
+    assert str(settings.max_prompt_chars) in r.json()["error"]["message"]
+    r = post(api, keys["check"], None, raw=json.dumps({"prompt": "y" * settings.max_body_bytes}).encode())
+    assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
+    r = post(api, keys["check"], {"prompt": "  "})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "prompt_empty")
+
+
+def test_ops_endpoints(api: str) -> None:
+    assert httpx.get(f"{api}/healthz").json()["status"] == "ok"
+    ready = httpx.get(f"{api}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["broker"] and ready.json()["checks"]["redis"]
+    metrics = httpx.get(f"{api}/metrics").text
+    assert 'genguard_verdicts_total{action="block",source="api"}' in metrics
+    schema = httpx.get(f"{api}/openapi.json").json()
+    assert "/v1/prompts:check" in schema["paths"]
+    assert {"401", "403", "413", "422"} <= set(schema["paths"]["/v1/prompts:check"]["post"]["responses"])
+
+
+def test_readyz_reports_a_dead_broker(settings: Settings, gate: PromptGate) -> None:
+    """An API whose broker is gone is not ready and gives no verdict (audit impossible: fail closed)."""
+    from fastapi.testclient import TestClient
+
+    dead = settings.model_copy(update={"embedded_kafka_addr": f"127.0.0.1:{free_port()}"})
+    key = make_key(dead, "acme", ["check"])
+    with TestClient(create_app(dead, gate)) as client:
+        assert client.get("/readyz").status_code == 503
+        r = client.post("/v1/prompts:check", json={"prompt": "a cat"}, headers={"Authorization": f"Bearer {key}"})
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "audit_unavailable")

@@ -1,0 +1,93 @@
+"""The faust worker as a real process against the real embedded broker and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from pipeline.records import PromptRequest, Topics
+from pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": settings.embedded_kafka_addr,
+            "GENGUARD_REDIS_URL": settings.redis_url, "GENGUARD_REDIS_PREFIX": settings.redis_prefix,
+            "GENGUARD_VAR_DIR": str(settings.var_dir), "GENGUARD_WORKER_NAME": "genguard-test",
+            "GENGUARD_TEXT_MODEL_DIR": str(settings.text_model)}
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(settings.var_dir / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], cwd=ROOT, env=env_for(settings),
+                            stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+async def exchange(settings: Settings, messages: list[bytes], want: dict[str, int],
+                   timeout: float = 90) -> dict[str, list[dict]]:
+    """Send ``messages`` to genguard.prompts; collect records until ``want`` counts per topic arrive."""
+    bootstrap = settings.kafka_bootstrap
+    consumer = AIOKafkaConsumer(*want, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, metadata_max_age_ms=1000)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=64)
+    await producer.start()
+    try:
+        for m in messages:
+            await producer.send_and_wait(Topics.PROMPTS, m, key=b"k")
+        got: dict[str, list[dict]] = {t: [] for t in want}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(len(got[t]) < n for t, n in want.items()):
+            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                got[tp.topic] += [json.loads(m.value) for m in msgs]
+        # a little longer, so duplicates would show up too
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                got[tp.topic] += [json.loads(m.value) for m in msgs]
+        return got
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def test_prompts_become_verdicts_and_audit_records_once(settings: Settings,
+                                                        worker: subprocess.Popen[bytes]) -> None:
+    run = time.time_ns()
+    good = PromptRequest(request_id=f"w-good-{run}", tenant="acme", prompt="a dog running on a beach")
+    bad = PromptRequest(request_id=f"w-bad-{run}", tenant="acme",
+                        prompt="step-by-step video showing how to make a pipe bomb")
+    raw_bad = bad.model_dump_json().encode()
+    poison = b'{"tenant": "acme", "prompt": 42}'
+    got = asyncio.run(exchange(settings, [good.model_dump_json().encode(), raw_bad, raw_bad, poison],
+                               {Topics.VERDICTS: 2, Topics.AUDIT: 2, Topics.DLQ: 1}))
+    assert worker.poll() is None, "worker died"
+    ours = {good.request_id, bad.request_id}
+    verdicts = {v["request_id"]: v for v in got[Topics.VERDICTS] if v["request_id"] in ours}
+    assert verdicts[good.request_id]["action"] == "allow"
+    assert verdicts[bad.request_id]["action"] == "block"
+    assert verdicts[bad.request_id]["categories"][0]["category"] == "illicit/weapons"
+    audits = Counter(a["subject"] for a in got[Topics.AUDIT] if a["subject"] in ours)
+    assert audits == {good.request_id: 1, bad.request_id: 1}, "redelivery must not add an audit record"
+    assert Counter(v["request_id"] for v in got[Topics.VERDICTS] if v["request_id"] in ours)[bad.request_id] == 1
+    letters = [d for d in got[Topics.DLQ] if '"prompt": 42' in d["payload"]]
+    assert letters and "prompt" in letters[0]["error"]
