@@ -87,8 +87,9 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = State(settings)
-        services = Services(settings, gate or PromptGate.from_settings(settings, RedisVectorCache(settings)),
-                            state, await _start_producer(settings))
+        the_gate = gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
+        the_gate.warm()
+        services = Services(settings, the_gate, state, await _start_producer(settings))
         app.state.services = services
         yield
         if services.producer:

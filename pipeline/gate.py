@@ -47,6 +47,10 @@ class PromptGate:
         encoder = TextEncoder(settings.text_model)
         return cls(settings, encoder, cache, extra=(ProfanityClassifier(),))
 
+    def warm(self) -> None:
+        """Embed the exemplars and run onnxruntime once, so the first real request is not the slow one."""
+        self.check(PromptRequest(tenant="default", prompt="warm-up"))
+
     def policy_for(self, tenant: str) -> CompiledPolicy:
         if tenant not in self._policies:
             overlay = self.settings.tenants_dir / f"{tenant}.yaml"

@@ -34,6 +34,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     topics = {name: app.topic(name, value_type=bytes, key_type=bytes)
               for name in (Topics.PROMPTS, Topics.VERDICTS, Topics.AUDIT, Topics.DLQ)}
     gate = gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
+    gate.warm()
     state = State(settings)
 
     async def publish(topic: str, key: str, value: bytes) -> None:

@@ -1,0 +1,171 @@
+"""Prompt gate latency and throughput: in-process, through the HTTP API and through Kafka.
+
+A keyword-only baseline (normalisation + rules, no models) runs side by side with the full
+gate. Starts its own Tansu broker on a free port and uses the local Redis. Bounded in count.
+
+    .venv/bin/python bench/prompt_gate.py [--n 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from classifiers.normalize import normalize  # noqa: E402
+from pipeline.api import create_app  # noqa: E402
+from pipeline.gate import PromptGate  # noqa: E402
+from pipeline.records import PromptRequest, Topics  # noqa: E402
+from pipeline.services import ensure_redis, start_tansu, stop  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.state import RedisVectorCache, State  # noqa: E402
+from policies.engine import Signals, evaluate  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def summary(name: str, ms: list[float], wall: float) -> str:
+    q = statistics.quantiles(ms, n=100)
+    return f"{name:<34} n={len(ms):>5}  p50={q[49]:7.2f} ms  p99={q[98]:7.2f} ms  {len(ms) / wall:8.0f} checks/s"
+
+
+def timed(fn, items) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
+    ms = []
+    start = time.perf_counter()
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        ms.append((time.perf_counter() - t) * 1000)
+    return ms, time.perf_counter() - start
+
+
+def prompts(n: int) -> list[str]:
+    rows = [json.loads(line)["text"] for line in (ROOT / "tests/data/prompts.jsonl").read_text().splitlines()]
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def in_process(gate: PromptGate, texts: list[str]) -> None:
+    policy = gate.base
+    empty = {name: {} for name in policy.policy.signals}
+    for t in texts[:50]:  # warm-up
+        gate.check(PromptRequest(tenant="default", prompt=t))
+    ms, wall = timed(lambda t: evaluate(policy, Signals(text=normalize(t), scores=empty)), texts)
+    print(summary("baseline: keywords only", ms, wall))
+    ms, wall = timed(lambda t: gate.check(PromptRequest(tenant="default", prompt=t)), texts)
+    print(summary("genguard in-process (rules+models)", ms, wall))
+    stages = {"normalise": lambda t: normalize(t),
+              "embedding (MiniLM ONNX)": lambda t: gate.exemplars_for(policy).match([t]),  # type: ignore[union-attr]
+              "profanity model": lambda t: gate.text_classifiers[0].score([t])}
+    for name, fn in stages.items():
+        ms, _ = timed(fn, texts[:300])
+        print(f"    stage {name:<26} p50={statistics.median(ms):6.2f} ms")
+
+
+def through_api(settings: Settings, gate: PromptGate, texts: list[str]) -> None:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, gate), port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+
+    async def key() -> str:
+        state = State(settings)
+        secret = (await state.create_key("acme", ["check"], "bench"))[0]
+        await state.close()
+        return secret
+
+    headers = {"Authorization": f"Bearer {asyncio.run(key())}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+        ms, wall = timed(lambda t: client.post("/v1/prompts:check", json={"prompt": t}).raise_for_status(), texts)
+    print(summary("genguard HTTP API (audited)", ms, wall))
+    server.should_exit = True
+
+
+def through_kafka(settings: Settings, texts: list[str]) -> None:
+    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": settings.embedded_kafka_addr,
+           "GENGUARD_REDIS_PREFIX": settings.redis_prefix, "GENGUARD_VAR_DIR": str(settings.var_dir),
+           "GENGUARD_WORKER_NAME": f"bench-{uuid.uuid4().hex[:6]}", "GENGUARD_TEXT_MODEL_DIR": str(settings.text_model)}
+    worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def run() -> None:
+        boot = settings.kafka_bootstrap
+        consumer = AIOKafkaConsumer(Topics.VERDICTS, bootstrap_servers=boot, auto_offset_reset="latest")
+        await consumer.start()
+        producer = AIOKafkaProducer(bootstrap_servers=boot, max_batch_size=64)
+        await producer.start()
+        warm = PromptRequest(tenant="default", prompt="warm-up")
+        await producer.send_and_wait(Topics.PROMPTS, warm.model_dump_json().encode())
+        while not any(json.loads(m.value)["request_id"] == warm.request_id
+                      for msgs in (await consumer.getmany(timeout_ms=1000)).values() for m in msgs):
+            pass
+        sent: dict[str, float] = {}
+        ms: list[float] = []
+        start = time.perf_counter()
+        for t in texts:
+            req = PromptRequest(tenant="default", prompt=t)
+            sent[req.request_id] = time.perf_counter()
+            await producer.send(Topics.PROMPTS, req.model_dump_json().encode(), key=req.request_id.encode())
+        await producer.flush()
+        deadline = time.monotonic() + 120
+        while len(ms) < len(texts) and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                now = time.perf_counter()
+                ms += [(now - sent[rid]) * 1000 for m in msgs if (rid := json.loads(m.value)["request_id"]) in sent]
+        print(summary("genguard via Kafka (end to end)", ms, time.perf_counter() - start)
+              + "  (latency includes queueing: all sent at once)")
+        await producer.stop()
+        await consumer.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--kafka-n", type=int, default=300)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(var_dir=Path(tmp), redis_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+                            embedded_kafka_addr=f"127.0.0.1:{free_port()}",
+                            text_model_dir=ROOT / "var/models/minilm")
+        ensure_redis(settings.redis_url, ROOT / "var")
+        broker = start_tansu(settings.embedded_kafka_addr)
+        try:
+            gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
+            texts = prompts(args.n)
+            print(f"prompt gate benchmark: {os.cpu_count()} cores, {args.n} prompts from tests/data/prompts.jsonl")
+            in_process(gate, texts)
+            through_api(settings, gate, texts[: args.n // 2])
+            through_kafka(settings, texts[: args.kafka_n])
+        finally:
+            stop(broker)
+
+
+if __name__ == "__main__":
+    main()
