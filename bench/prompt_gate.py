@@ -111,30 +111,42 @@ def through_kafka(settings: Settings, texts: list[str]) -> None:
 
     async def run() -> None:
         boot = settings.kafka_bootstrap
-        consumer = AIOKafkaConsumer(Topics.VERDICTS, bootstrap_servers=boot, auto_offset_reset="latest")
+        consumer = AIOKafkaConsumer(Topics.VERDICTS, bootstrap_servers=boot, auto_offset_reset="latest",
+                                    fetch_max_wait_ms=20)
         await consumer.start()
         producer = AIOKafkaProducer(bootstrap_servers=boot, max_batch_size=64)
         await producer.start()
-        warm = PromptRequest(tenant="default", prompt="warm-up")
-        await producer.send_and_wait(Topics.PROMPTS, warm.model_dump_json().encode())
-        while not any(json.loads(m.value)["request_id"] == warm.request_id
-                      for msgs in (await consumer.getmany(timeout_ms=1000)).values() for m in msgs):
-            pass
-        sent: dict[str, float] = {}
-        ms: list[float] = []
-        start = time.perf_counter()
-        for t in texts:
+
+        async def verdicts(want: set[str], seen: dict[str, float]) -> None:
+            deadline = time.monotonic() + 120
+            while not want <= seen.keys() and time.monotonic() < deadline:
+                for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                    now = time.perf_counter()
+                    seen.update({rid: now for m in msgs if (rid := json.loads(m.value)["request_id"]) in want})
+
+        async def send(t: str) -> tuple[str, float]:
             req = PromptRequest(tenant="default", prompt=t)
-            sent[req.request_id] = time.perf_counter()
-            await producer.send(Topics.PROMPTS, req.model_dump_json().encode(), key=req.request_id.encode())
-        await producer.flush()
-        deadline = time.monotonic() + 120
-        while len(ms) < len(texts) and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                now = time.perf_counter()
-                ms += [(now - sent[rid]) * 1000 for m in msgs if (rid := json.loads(m.value)["request_id"]) in sent]
-        print(summary("genguard via Kafka (end to end)", ms, time.perf_counter() - start)
-              + "  (latency includes queueing: all sent at once)")
+            started = time.perf_counter()
+            await producer.send_and_wait(Topics.PROMPTS, req.model_dump_json().encode(), key=req.request_id.encode())
+            return req.request_id, started
+
+        rid, _ = await send("warm-up")
+        await verdicts({rid}, {})
+        # one at a time: latency of a single prompt through broker, worker and back
+        ms, start = [], time.perf_counter()
+        for t in texts[:100]:
+            rid, started = await send(t)
+            seen: dict[str, float] = {}
+            await verdicts({rid}, seen)
+            ms.append((seen[rid] - started) * 1000)
+        print(summary("genguard via Kafka (one at a time)", ms, time.perf_counter() - start))
+        # a burst: throughput of one worker
+        start = time.perf_counter()
+        sent = dict([await send(t) for t in texts])
+        seen = {}
+        await verdicts(set(sent), seen)
+        wall = max(seen.values()) - start
+        print(f"{'genguard via Kafka (burst)':<34} n={len(seen):>5}  {len(seen) / wall:8.0f} checks/s end to end")
         await producer.stop()
         await consumer.stop()
 

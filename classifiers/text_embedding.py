@@ -122,8 +122,9 @@ class ExemplarClassifier:
         counter_phrases = [p for c in self.outputs for p in counters.get(c, ())]
         counter_owner = [i for i, c in enumerate(self.outputs) for _ in counters.get(c, ())]
         vectors = self._vectors(self.phrases + counter_phrases, cache)
-        self.pos, self.pos_owner = vectors[: len(self.phrases)], np.array(owner)
-        self.neg, self.neg_owner = vectors[len(self.phrases) :], np.array(counter_owner, dtype=int)
+        self.pos, self.neg = vectors[: len(self.phrases)], vectors[len(self.phrases) :]
+        self.pos_cols = [np.flatnonzero(np.array(owner) == c) for c in range(len(self.outputs))]
+        self.neg_cols = [np.flatnonzero(np.array(counter_owner, dtype=int) == c) for c in range(len(self.outputs))]
 
     def _vectors(self, phrases: list[str], cache: VectorCache | None) -> np.ndarray:
         key = hashlib.sha256("\n".join([self.version, *phrases]).encode()).hexdigest()
@@ -137,22 +138,15 @@ class ExemplarClassifier:
     def match(self, batch: Sequence[str]) -> tuple[np.ndarray, list[dict[str, str]]]:
         """Scores (batch, categories) and, per text, the nearest exemplar of each category."""
         emb = self.encoder.embed(batch)
-        sims = emb @ self.pos.T
-        n_cat = len(self.outputs)
-        best = np.full((len(batch), n_cat), -1.0)
-        nearest = np.zeros((len(batch), n_cat), dtype=int)
-        for c in range(n_cat):
-            cols = np.flatnonzero(self.pos_owner == c)
-            arg = sims[:, cols].argmax(axis=1)
-            nearest[:, c] = cols[arg]
-            best[:, c] = sims[np.arange(len(batch)), cols[arg]]
-        if len(self.neg):
-            neg_sims = emb @ self.neg.T
-            for c in range(n_cat):
-                cols = np.flatnonzero(self.neg_owner == c)
-                if len(cols):
-                    worst = neg_sims[:, cols].max(axis=1)
-                    best[:, c] -= np.clip(worst - best[:, c], 0, None)
+        rows = np.arange(len(batch))
+        sims, neg_sims = emb @ self.pos.T, emb @ self.neg.T
+        best = np.empty((len(batch), len(self.outputs)))
+        nearest = np.empty((len(batch), len(self.outputs)), dtype=int)
+        for c, (cols, neg) in enumerate(zip(self.pos_cols, self.neg_cols, strict=True)):
+            nearest[:, c] = cols[sims[:, cols].argmax(axis=1)]
+            best[:, c] = sims[rows, nearest[:, c]]
+            if len(neg):  # a benign look-alike closer than the exemplar pulls the score down
+                best[:, c] -= np.clip(neg_sims[:, neg].max(axis=1) - best[:, c], 0, None)
         scores = np.clip(best, 0.0, 1.0)
         why = [{cat: self.phrases[nearest[i, c]] for c, cat in enumerate(self.outputs)} for i in range(len(batch))]
         return scores, why

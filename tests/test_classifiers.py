@@ -74,9 +74,10 @@ def test_exemplar_vectors_are_cached(encoder: TextEncoder) -> None:
 
 def test_profanity_fast_path_equals_sklearn() -> None:
     clf = ProfanityClassifier()
-    texts = ["I will kill you", "have a nice day", "you stupid idiot", "a cat surfing"]
+    texts = ["I will kill you", "have a nice day", "you stupid idiot", "a cat surfing", "", "the and of",
+             "Idiot idiot IDIOT, you absolute moron!!"]
     expected = clf.model.predict_proba(clf.vectorizer.transform(texts))[:, 1]
     got = clf.score(texts)
-    assert got.shape == (4, 1)
+    assert got.shape == (7, 1)
     np.testing.assert_allclose(got[:, 0], expected, rtol=1e-9)
     assert got[0, 0] > 0.9 and got[1, 0] < 0.2
