@@ -23,6 +23,7 @@ def _settings() -> Settings:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """genguard: moderation and provenance gate for generative video."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
