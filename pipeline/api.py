@@ -4,14 +4,16 @@ Errors always have the shape ``{"error": {"code": ..., "message": ...}}``.
 """
 
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,12 +21,14 @@ from pydantic import BaseModel, Field
 from redis import RedisError
 
 from pipeline import __version__
+from pipeline.audit import AuditSink
 from pipeline.gate import PromptGate, audit_record
-from pipeline.prompts import LEDGER, decide
-from pipeline.records import PromptRequest, Topics, Verdict
+from pipeline.prompts import LEDGER, announce_policy, decide
+from pipeline.records import AuditRecord, PromptRequest, Topics, Verdict
 from pipeline.services import ensure_topics
 from pipeline.settings import Settings, get_settings
 from pipeline.state import ApiKey, RedisVectorCache, Scope, State
+from pipeline.timeutil import parse_since
 
 log = logging.getLogger("genguard.api")
 
@@ -48,6 +52,21 @@ class CheckRequest(BaseModel):
     tenant: str | None = Field(None, description="Defaults to the API key's tenant.")
     request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
                                    description="Idempotency key: a repeat returns the first verdict.")
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    next: str | None = Field(None, description="Pass as `after` for the next page; null at the end.")
+
+
+def audit_page(sink: AuditSink, tenant: str, since: datetime | None, after: str | None, limit: int) -> AuditPage:
+    records = sink.records(since, tenant)
+    if after:
+        for rec in records:
+            if rec.audit_id == after:
+                break
+    page = list(itertools.islice(records, limit + 1))
+    return AuditPage(records=page[:limit], next=page[limit - 1].audit_id if len(page) > limit else None)
 
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 422, 503)}
@@ -91,6 +110,8 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         the_gate.warm()
         services = Services(settings, the_gate, state, await _start_producer(settings))
         app.state.services = services
+        if services.producer is not None:
+            await announce_policy(the_gate, state, lambda _topic, key, value: services.audit(key, value), "api")
         yield
         if services.producer:
             await services.producer.stop()
@@ -166,6 +187,17 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         if body.request_id:
             await svc.state.complete(LEDGER, subject, verdict.model_dump_json())
         return verdict
+
+    @app.get("/v1/audit", response_model=AuditPage, responses=ERRORS, tags=["audit"])
+    async def list_audit(key: Annotated[ApiKey, Depends(require("audit"))],
+                         since: str | None = None, after: str | None = None,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditPage:
+        """Page through the caller's tenant's audit records, oldest first; pass ``next`` as ``after``."""
+        try:
+            start = parse_since(since)
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", str(e)) from e
+        return audit_page(AuditSink(settings.audit_dir), key.tenant, start, after, limit)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

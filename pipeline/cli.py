@@ -9,10 +9,16 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pipeline.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pipeline.audit import AuditSink
+    from pipeline.records import AuditEvent, AuditRecord
+    from pipeline.state import ApiKey
 
 
 def _settings() -> Settings:
@@ -247,12 +253,20 @@ def keys_create(tenant: str, scopes: str, name: str, secret_file: Path | None) -
     secret = secret_file.read_text().strip() if secret_file and secret_file.exists() else None
 
     async def run() -> tuple[str, str]:
-        state = State(_settings())
+        settings = _settings()
+        state = State(settings)
         try:
             made, key = await state.create_key(tenant, wanted, name, secret)  # type: ignore[arg-type]
+            try:
+                await publish_audit(settings, [key_event("key.created", key)])
+            except Exception:
+                await state.revoke_key(key.key_id)  # no key without its audit record
+                raise
             return made, key.key_id
         finally:
             await state.close()
+
+    from pipeline.audit_writer import publish_audit
 
     made, key_id = asyncio.run(run())
     if secret_file and not secret_file.exists():
@@ -260,6 +274,16 @@ def keys_create(tenant: str, scopes: str, name: str, secret_file: Path | None) -
         secret_file.write_text(made + "\n")
         secret_file.chmod(0o600)
     click.echo(made if not secret_file else f"key {key_id} for tenant {tenant} ({','.join(wanted)}): {made}")
+
+
+def key_event(event: AuditEvent, key: ApiKey) -> AuditRecord:
+    """Audit record of a key operation: who, which key, which tenant and scopes; never the secret."""
+    import getpass
+
+    from pipeline.records import AuditRecord
+
+    return AuditRecord(event=event, actor=f"cli:{getpass.getuser()}", tenant=key.tenant,
+                       subject=key.key_id, reason=f"name={key.name} scopes={','.join(key.scopes)}")
 
 
 @keys.command("list")
@@ -281,12 +305,17 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
+    from pipeline.audit_writer import publish_audit
     from pipeline.state import State
 
     async def run() -> bool:
-        state = State(_settings())
+        settings = _settings()
+        state = State(settings)
         try:
-            return await state.revoke_key(key_id)
+            key = await state.revoke_key(key_id)
+            if key is not None:
+                await publish_audit(settings, [key_event("key.revoked", key)])
+            return key is not None
         finally:
             await state.close()
 
@@ -295,9 +324,95 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+# -- audit -----------------------------------------------------------------------------------
+
+@main.group()
+def audit() -> None:
+    """The compliance trail: write, verify, export, show."""
+
+
+def _sink() -> AuditSink:
+    from pipeline.audit import AuditSink
+
+    settings = _settings()
+    return AuditSink(settings.audit_dir, settings.audit_segment_records)
+
+
+@audit.command("writer")
+def audit_writer() -> None:
+    """Run the audit writer: genguard.audit -> hash-chained, fsync'd segment files."""
+    from pipeline import audit_writer as writer
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await writer.run(_settings(), stop)
+
+    asyncio.run(run())
+
+
+@audit.command("verify")
+@click.option("--no-head-check", is_flag=True, help="Skip comparing chain ends with the heads recorded in Redis.")
+def audit_verify(no_head_check: bool) -> None:
+    """Prove no audit record was altered, removed or reordered; name the first broken one."""
+    from pipeline.audit import verify
+    from pipeline.state import State
+
+    async def heads() -> dict[str, tuple[int, str]]:
+        state = State(_settings())
+        try:
+            return await state.audit_heads()
+        finally:
+            await state.close()
+
+    sink = _sink()
+    started = time.monotonic()
+    report = verify(sink, None if no_head_check else asyncio.run(heads()))
+    took = time.monotonic() - started
+    for stream, (seq, head) in sorted(report.streams.items()):
+        click.echo(f"  stream {stream}: {seq} records, head {head[:16]}")
+    if report.ok:
+        click.secho(f"OK: {report.records} records in {len(report.streams)} streams verified in {took:.2f}s",
+                    fg="green")
+        return
+    click.secho(f"BROKEN after {report.records} good records: {report.first_break}", fg="red", err=True)
+    sys.exit(1)
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="ISO date/time or a span such as 7d.")
+@click.option("--tenant", default=None)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: audit-export.<format>")
+def audit_export(since: str | None, tenant: str | None, fmt: str, out: Path | None) -> None:
+    """Export records, filtered by time and tenant."""
+    from pipeline.audit_export import export
+    from pipeline.timeutil import parse_since
+
+    out = out or Path(f"audit-export.{fmt}")
+    n = export(_sink().records(parse_since(since), tenant), out, fmt)
+    click.echo(f"wrote {n} records to {out}")
+
+
+@audit.command("show")
+@click.argument("subject")
+def audit_show(subject: str) -> None:
+    """The full history of one request or job, oldest first."""
+    found = [r for r in _sink().records() if r.subject == subject]
+    if not found:
+        raise click.ClickException(f"no audit records for {subject}")
+    for r in found:
+        cats = ", ".join(f"{c}={s:.2f}" if s is not None else c for c, s in r.categories.items())
+        click.echo(f"{r.time.isoformat()}  {r.event:<16} {r.action or '-':<7} actor={r.actor} tenant={r.tenant}"
+                   f"  policy={r.policy_id}@{r.policy_version}  [{cats}]  {r.reason}"
+                   f"  (stream {r.stream} seq {r.seq} hash {(r.hash or '')[:12]})")
+
+
 # -- the whole thing on one machine ----------------------------------------------------------
 
-PROCESSES = ("broker", "worker", "api")
+PROCESSES = ("broker", "worker", "audit-writer", "api")
 
 
 @main.command()
@@ -324,11 +439,12 @@ def up(timeout: int) -> None:
     secret_file = settings.var_dir / "dev-api-key"
     click.echo("[3/5] dev API key (tenant acme, all scopes):")
     click.get_current_context().invoke(keys_create, tenant="acme", scopes="all", name="dev", secret_file=secret_file)
-    for name, args in (("worker", [*exe, "worker"]), ("api", [*exe, "serve"])):
+    for name, args in (("worker", [*exe, "worker"]), ("audit-writer", [*exe, "audit", "writer"]),
+                       ("api", [*exe, "serve"])):
         if running(name, settings.var_dir) is None:
             spawn(name, args, settings.var_dir)
     url = f"http://{settings.api_host}:{settings.api_port}"
-    click.echo(f"[4/5] worker and API starting (logs in {settings.var_dir}/log/) ...")
+    click.echo(f"[4/5] worker, audit writer and API starting (logs in {settings.var_dir}/log/) ...")
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -14,13 +14,26 @@ from pydantic import ValidationError
 
 from pipeline.gate import InputError, PromptGate, audit_record
 from pipeline.metrics import CHECK_SECONDS, DEAD_LETTERS, VERDICTS
-from pipeline.records import DeadLetter, PromptRequest, Topics, Verdict
+from pipeline.records import AuditRecord, DeadLetter, PromptRequest, Topics, Verdict
 from pipeline.state import State
 
 log = logging.getLogger("genguard.prompts")
 
 Publish = Callable[[str, str, bytes], Awaitable[None]]
 LEDGER = "prompt"
+
+
+def policy_activated(gate: PromptGate, actor: str) -> AuditRecord:
+    """Audit record for a policy version going live (recorded once, by the first process to load it)."""
+    p = gate.base
+    return AuditRecord(event="policy.activated", actor=actor, tenant="*", subject=f"{p.id}@{p.version}",
+                       policy_id=p.id, policy_version=p.version, reason=f"loaded from {p.source}")
+
+
+async def announce_policy(gate: PromptGate, state: State, publish: Publish, actor: str) -> None:
+    if await state.first_seen("policy", f"{gate.base.id}@{gate.base.version}"):
+        record = policy_activated(gate, actor)
+        await publish(Topics.AUDIT, record.subject, record.model_dump_json().encode())
 
 
 def failed_verdict(gate: PromptGate, request: PromptRequest, code: str, message: str) -> Verdict:

@@ -46,22 +46,34 @@ class Verdict(Evaluation):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+AuditEvent = Literal["prompt.verdict", "key.created", "key.revoked", "policy.activated"]
+
+
 class AuditRecord(BaseModel):
-    """One line of the compliance trail on ``genguard.audit``; never holds prompt text."""
+    """One line of the compliance trail on ``genguard.audit``; never holds prompt text.
+
+    Stages publish records without the chain fields; the audit writer, the only author of the
+    durable sink, sets ``stream``, ``seq``, ``prev_hash`` and ``hash`` when it appends them.
+    """
 
     audit_id: str = Field(default_factory=lambda: new_id("aud"))
     time: datetime = Field(default_factory=utcnow)
-    event: Literal["prompt.verdict"]
+    event: AuditEvent
     actor: str
     tenant: str
     subject: str
-    content_sha256: str
-    policy_id: str
-    policy_version: str
-    model_versions: dict[str, str]
-    action: Action
-    categories: dict[str, float | None]
-    reason: str
+    content_sha256: str = ""
+    policy_id: str | None = None
+    policy_version: str | None = None
+    model_versions: dict[str, str] = {}
+    action: Action | None = None
+    categories: dict[str, float | None] = {}
+    reason: str = ""
+    shadow: dict[str, str] = {}
+    stream: str | None = None
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 class DeadLetter(BaseModel):

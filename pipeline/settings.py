@@ -39,6 +39,10 @@ class Settings(BaseSettings):
 
     environment: str = "production"
     worker_name: str = "genguard"
+    audit_segment_records: int = 100_000
+    shadow_policy_path: Path | None = Field(
+        default=None, description="A candidate policy evaluated next to the live one; both decisions are recorded."
+    )
     job_lease_s: int = 60
     done_ttl_s: int = 7 * 24 * 3600
 
@@ -53,6 +57,14 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.var_dir / "models"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.var_dir / "audit"
+
+    @property
+    def signals_dir(self) -> Path:
+        return self.var_dir / "signals"
 
     @property
     def text_model(self) -> Path:

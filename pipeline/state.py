@@ -70,6 +70,14 @@ class State:
         raw = await self.redis.get(self._key(kind, subject))
         return raw.decode() if raw else None
 
+    # -- audit chain heads, so `audit verify` notices records cut from the end of a stream
+    async def set_audit_head(self, stream: str, seq: int, digest: str) -> None:
+        await self.redis.hset(self._key("audit", "heads"), stream, f"{seq}:{digest}")
+
+    async def audit_heads(self) -> dict[str, tuple[int, str]]:
+        raw = await self.redis.hgetall(self._key("audit", "heads"))
+        return {k.decode(): (int(v.split(b":")[0]), v.split(b":")[1].decode()) for k, v in raw.items()}
+
     # -- API keys, stored by the sha256 of the secret only
     async def create_key(self, tenant: str, scopes: list[Scope], name: str = "",
                          secret: str | None = None) -> tuple[str, ApiKey]:
@@ -88,13 +96,18 @@ class State:
         raws = [await self.redis.get(self._key("apikey", d.decode())) for d in digests]
         return [ApiKey.model_validate_json(r) for r in raws if r]
 
-    async def revoke_key(self, key_id: str) -> bool:
+    async def revoke_key(self, key_id: str) -> ApiKey | None:
         digest = await self.redis.hget(self._key("apikeys"), key_id)
         if digest is None:
-            return False
+            return None
+        raw = await self.redis.get(self._key("apikey", digest.decode()))
         await self.redis.delete(self._key("apikey", digest.decode()))
         await self.redis.hdel(self._key("apikeys"), key_id)
-        return True
+        return ApiKey.model_validate_json(raw) if raw else None
+
+    async def first_seen(self, kind: str, name: str) -> bool:
+        """True the first time any process reports ``name`` (e.g. a policy version going live)."""
+        return bool(await self.redis.set(self._key("seen", kind, name), b"1", nx=True))
 
 
 class RedisVectorCache:

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from pipeline.gate import PromptGate
-from pipeline.prompts import handle_prompt
+from pipeline.prompts import announce_policy, handle_prompt
 from pipeline.records import Topics
 from pipeline.settings import Settings
 from pipeline.state import RedisVectorCache, State
@@ -40,6 +40,10 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     async def publish(topic: str, key: str, value: bytes) -> None:
         fut = await topics[topic].send(key=key.encode(), value=value)
         await fut  # acknowledged before the ledger marks the request done
+
+    @app.task
+    async def record_policy() -> None:
+        await announce_policy(gate, state, publish, f"worker:{settings.worker_name}")
 
     @app.agent(topics[Topics.PROMPTS])
     async def check_prompts(stream: faust.StreamT[bytes]) -> None:
