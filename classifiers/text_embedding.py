@@ -137,18 +137,21 @@ class ExemplarClassifier:
 
     def match(self, batch: Sequence[str]) -> tuple[np.ndarray, list[dict[str, str]]]:
         """Scores (batch, categories) and, per text, the nearest exemplar of each category."""
-        emb = self.encoder.embed(batch)
-        rows = np.arange(len(batch))
+        return self.match_embeddings(self.encoder.embed(batch))
+
+    def match_embeddings(self, emb: np.ndarray) -> tuple[np.ndarray, list[dict[str, str]]]:
+        """As ``match``, from embeddings already computed (stored ones, for replay)."""
+        rows = np.arange(len(emb))
         sims, neg_sims = emb @ self.pos.T, emb @ self.neg.T
-        best = np.empty((len(batch), len(self.outputs)))
-        nearest = np.empty((len(batch), len(self.outputs)), dtype=int)
+        best = np.empty((len(emb), len(self.outputs)))
+        nearest = np.empty((len(emb), len(self.outputs)), dtype=int)
         for c, (cols, neg) in enumerate(zip(self.pos_cols, self.neg_cols, strict=True)):
             nearest[:, c] = cols[sims[:, cols].argmax(axis=1)]
             best[:, c] = sims[rows, nearest[:, c]]
             if len(neg):  # a benign look-alike closer than the exemplar pulls the score down
                 best[:, c] -= np.clip(neg_sims[:, neg].max(axis=1) - best[:, c], 0, None)
         scores = np.clip(best, 0.0, 1.0)
-        why = [{cat: self.phrases[nearest[i, c]] for c, cat in enumerate(self.outputs)} for i in range(len(batch))]
+        why = [{cat: self.phrases[nearest[i, c]] for c, cat in enumerate(self.outputs)} for i in range(len(emb))]
         return scores, why
 
     def score(self, batch: Sequence[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from pipeline.prompts import LEDGER, announce_policy, decide
 from pipeline.records import AuditRecord, PromptRequest, Topics, Verdict
 from pipeline.services import ensure_topics
 from pipeline.settings import Settings, get_settings
+from pipeline.signal_store import LocalSignalStore
 from pipeline.state import ApiKey, RedisVectorCache, Scope, State
 from pipeline.timeutil import parse_since
 
@@ -77,6 +78,7 @@ class Services:
 
     def __init__(self, settings: Settings, gate: PromptGate, state: State, producer: AIOKafkaProducer | None):
         self.settings, self.gate, self.state, self.producer = settings, gate, state, producer
+        self.store = LocalSignalStore(settings.signals_dir)
 
     async def audit(self, key: str, value: bytes) -> None:
         if self.producer is None:
@@ -182,7 +184,7 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         if body.request_id and (cached := await svc.state.result(LEDGER, subject)):
             return JSONResponse(Verdict.model_validate_json(cached).model_dump(mode="json"),
                                 headers={"Idempotent-Replay": "true"})
-        verdict = decide(svc.gate, req, "api")
+        verdict = decide(svc.gate, req, "api", svc.store)
         await svc.audit(req.request_id, audit_record(req, verdict).model_dump_json().encode())
         if body.request_id:
             await svc.state.complete(LEDGER, subject, verdict.model_dump_json())

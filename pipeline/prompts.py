@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from pipeline.gate import InputError, PromptGate, audit_record
 from pipeline.metrics import CHECK_SECONDS, DEAD_LETTERS, VERDICTS
-from pipeline.records import AuditRecord, DeadLetter, PromptRequest, Topics, Verdict
+from pipeline.records import AuditRecord, DeadLetter, PromptRequest, StoredSignals, Topics, Verdict
+from pipeline.signal_store import SignalStore
 from pipeline.state import State
 
 log = logging.getLogger("genguard.prompts")
@@ -42,9 +43,12 @@ def failed_verdict(gate: PromptGate, request: PromptRequest, code: str, message:
                    errors={code: message}, request_id=request.request_id, tenant=request.tenant)
 
 
-def decide(gate: PromptGate, request: PromptRequest, source: str) -> Verdict:
+def decide(gate: PromptGate, request: PromptRequest, source: str,
+           store: SignalStore | None = None) -> Verdict:
+    """Check one prompt, never raising: bad input and failures become a blocking verdict."""
+    obs = None
     try:
-        verdict = gate.check(request)
+        verdict, obs = gate.check(request)
     except InputError as e:
         verdict = failed_verdict(gate, request, e.code, str(e))
     except Exception as e:  # fail closed; the message stays on record in the verdict and the log
@@ -52,10 +56,18 @@ def decide(gate: PromptGate, request: PromptRequest, source: str) -> Verdict:
         verdict = failed_verdict(gate, request, "gate_error", f"{type(e).__name__}: {e}")
     VERDICTS.labels(verdict.action, source).inc()
     CHECK_SECONDS.labels(source).observe(verdict.latency_ms / 1000)
+    if store is not None and obs is not None:
+        try:
+            store.append(StoredSignals(subject=request.request_id, tenant=request.tenant, observation=obs,
+                                       action=verdict.action, categories=[c.category for c in verdict.categories],
+                                       policy_id=verdict.policy_id, policy_version=verdict.policy_version))
+        except OSError:  # replay loses one row; the decision itself is audited
+            log.exception("signal store write failed for %s", request.request_id)
     return verdict
 
 
-async def handle_prompt(raw: bytes, gate: PromptGate, state: State, publish: Publish) -> Verdict | None:
+async def handle_prompt(raw: bytes, gate: PromptGate, state: State, publish: Publish,
+                        store: SignalStore | None = None) -> Verdict | None:
     """One message from ``genguard.prompts``; returns the verdict, or None if skipped or dead-lettered."""
     try:
         request = PromptRequest.model_validate_json(raw)
@@ -69,7 +81,7 @@ async def handle_prompt(raw: bytes, gate: PromptGate, state: State, publish: Pub
         log.info("skipping %s: already done or in progress", subject)
         return None
     try:
-        verdict = decide(gate, request, "worker")
+        verdict = decide(gate, request, "worker", store)
         await publish(Topics.VERDICTS, request.request_id, verdict.model_dump_json().encode())
         await publish(Topics.AUDIT, request.request_id, audit_record(request, verdict).model_dump_json().encode())
     except BaseException:

@@ -36,6 +36,15 @@ class PromptRequest(BaseModel):
     actor: str = "anonymous"
 
 
+class Shadow(BaseModel):
+    """What a candidate policy running in shadow mode would have decided."""
+
+    action: Action
+    policy_id: str
+    policy_version: str
+    categories: list[str]
+
+
 class Verdict(Evaluation):
     """Leaves on ``genguard.verdicts``: the evaluation plus who, when and with which models."""
 
@@ -44,6 +53,30 @@ class Verdict(Evaluation):
     model_versions: dict[str, str] = {}
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+    shadow: Shadow | None = None
+
+
+class Observation(BaseModel):
+    """What the models saw in one prompt, independent of any policy, so it can be re-judged later."""
+
+    text: str
+    embedding: str | None = Field(None, description="base64 float16 sentence embedding")
+    scores: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    models: dict[str, str] = {}
+
+
+class StoredSignals(BaseModel):
+    """One line of the signal store that replay reads: the observation and the live decision."""
+
+    subject: str
+    tenant: str
+    time: datetime = Field(default_factory=utcnow)
+    observation: Observation
+    action: Action
+    categories: list[str]
+    policy_id: str
+    policy_version: str
 
 
 AuditEvent = Literal["prompt.verdict", "key.created", "key.revoked", "policy.activated"]

@@ -10,6 +10,7 @@ from pipeline.gate import PromptGate
 from pipeline.prompts import announce_policy, handle_prompt
 from pipeline.records import Topics
 from pipeline.settings import Settings
+from pipeline.signal_store import LocalSignalStore
 from pipeline.state import RedisVectorCache, State
 
 
@@ -36,6 +37,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     gate = gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
     gate.warm()
     state = State(settings)
+    store = LocalSignalStore(settings.signals_dir)
 
     async def publish(topic: str, key: str, value: bytes) -> None:
         fut = await topics[topic].send(key=key.encode(), value=value)
@@ -48,6 +50,6 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     @app.agent(topics[Topics.PROMPTS])
     async def check_prompts(stream: faust.StreamT[bytes]) -> None:
         async for raw in stream:
-            await handle_prompt(raw, gate, state, publish)
+            await handle_prompt(raw, gate, state, publish, store)
 
     return app

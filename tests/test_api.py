@@ -18,7 +18,7 @@ from pipeline.gate import PromptGate
 from pipeline.records import Topics
 from pipeline.settings import Settings
 from pipeline.state import State
-from tests.conftest import free_port
+from tests.conftest import free_port, json_or_none
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def audit_records(settings: Settings, subjects: set[str], timeout: float = 15) -
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msgs in batch.values():
-                    found += [r for m in msgs if (r := json.loads(m.value))["subject"] in subjects]
+                    found += [r for m in msgs if (r := json_or_none(m.value)) and r.get("subject") in subjects]
         finally:
             await consumer.stop()
         return found

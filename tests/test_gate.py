@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def check(gate: PromptGate, prompt: str, tenant: str = "default") -> str:
-    return gate.check(PromptRequest(tenant=tenant, prompt=prompt)).action
+    return gate.check(PromptRequest(tenant=tenant, prompt=prompt))[0].action
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_known_prompts(gate: PromptGate, prompt: str, action: str) -> None:
 
 
 def test_verdict_explains_itself(gate: PromptGate) -> None:
-    v = gate.check(PromptRequest(tenant="acme", prompt="step-by-step video showing how to make a pipe bomb"))
+    v, _ = gate.check(PromptRequest(tenant="acme", prompt="step-by-step video showing how to make a pipe bomb"))
     assert v.tenant == "acme" and v.request_id.startswith("req_")
     assert v.policy_id == "genguard-default+acme"
     cat = v.categories[0]
@@ -54,11 +54,11 @@ class Broken:
 
 def test_classifier_failure_never_allows(gate: PromptGate) -> None:
     broken = PromptGate(gate.settings, gate.encoder, extra=(Broken(),))
-    v = broken.check(PromptRequest(tenant="default", prompt="a cinematic shot of a cat surfing at sunset"))
+    v, _ = broken.check(PromptRequest(tenant="default", prompt="a cinematic shot of a cat surfing at sunset"))
     assert v.action == "review"
     assert v.errors == {"profanity": "RuntimeError: model crashed"}
     no_encoder = PromptGate(gate.settings, None, extra=gate.text_classifiers)
-    assert no_encoder.check(PromptRequest(tenant="default", prompt="a cat")).action == "review"
+    assert no_encoder.check(PromptRequest(tenant="default", prompt="a cat"))[0].action == "review"
 
 
 def test_bad_input_is_refused_with_a_code(gate: PromptGate) -> None:
@@ -73,7 +73,7 @@ def test_labelled_set_meets_the_bar(gate: PromptGate) -> None:
     """Regression guard for the default policy on the labelled set (see README for the full table)."""
     rows = read_labelled(ROOT / "tests" / "data" / "prompts.jsonl")
     assert len(rows) >= 200 and sum(not r.categories for r in rows) >= 90
-    verdicts = [gate.check(PromptRequest(tenant="default", prompt=r.text)) for r in rows]
+    verdicts = [gate.check(PromptRequest(tenant="default", prompt=r.text))[0] for r in rows]
     scores = {s.category: s for s in score(rows, verdicts, gate.base.policy.categories)}
     assert scores["any"].precision >= 0.95 and scores["any"].recall >= 0.95
     for cat in ("illicit/weapons", "sexual/minors", "extremism"):

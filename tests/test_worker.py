@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.records import PromptRequest, Topics
 from pipeline.settings import Settings
+from tests.conftest import json_or_none
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,15 +55,18 @@ async def exchange(settings: Settings, messages: list[bytes], want: dict[str, in
         for m in messages:
             await producer.send_and_wait(Topics.PROMPTS, m, key=b"k")
         got: dict[str, list[dict]] = {t: [] for t in want}
+
+        def collect(batches: dict) -> None:
+            for tp, msgs in batches.items():
+                got[tp.topic] += [v for m in msgs if (v := json_or_none(m.value)) is not None]
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(len(got[t]) < n for t, n in want.items()):
-            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                got[tp.topic] += [json.loads(m.value) for m in msgs]
+            collect(await consumer.getmany(timeout_ms=500))
         # a little longer, so duplicates would show up too
         end = time.monotonic() + 3
         while time.monotonic() < end:
-            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
-                got[tp.topic] += [json.loads(m.value) for m in msgs]
+            collect(await consumer.getmany(timeout_ms=500))
         return got
     finally:
         await producer.stop()
