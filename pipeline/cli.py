@@ -145,6 +145,35 @@ def show(tenant: str | None) -> None:
                            "policy": compiled.policy.model_dump(mode="json")}, indent=2))
 
 
+@main.command()
+@click.option("--policy", "candidate", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Candidate base policy (tenant overlays apply on top, as live).")
+@click.option("--since", default="7d", show_default=True, help="ISO date/time or a span such as 7d.")
+@click.option("--tenant", default=None)
+@click.option("--show", default=20, show_default=True, help="How many changed decisions to list.")
+@click.option("--json", "as_json", is_flag=True)
+def replay(candidate: Path, since: str, tenant: str | None, show: int, as_json: bool) -> None:
+    """What would change if CANDIDATE had been live: re-judge stored signals, no models run."""
+    import dataclasses
+
+    from classifiers.text_embedding import TextEncoder
+    from pipeline.gate import PromptGate
+    from pipeline.replay import render
+    from pipeline.replay import replay as run_replay
+    from pipeline.signal_store import LocalSignalStore
+    from pipeline.timeutil import parse_since
+
+    settings = _settings()
+    # the encoder embeds the candidate's exemplar phrases only; stored prompts keep their embeddings
+    gate = PromptGate(settings, encoder=TextEncoder(settings.text_model))
+    rows = LocalSignalStore(settings.signals_dir).scan(parse_since(since), tenant)
+    diff = run_replay(gate, rows, candidate)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(diff), indent=2, default=str))
+    else:
+        click.echo(render(diff, show))
+
+
 # -- models ----------------------------------------------------------------------------------
 
 @main.group()

@@ -1,0 +1,89 @@
+"""Replay: judge stored observations under a candidate policy and say what would change.
+
+No model runs: prompts' embeddings and model scores come from the signal store, so a replay
+over a week of traffic costs policy evaluations only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.gate import PromptGate
+from pipeline.policytest import flagged
+from pipeline.records import PromptRequest, StoredSignals, Verdict
+from policies.schema import ACTIONS, Action
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    subject: str
+    tenant: str
+    before: Action
+    after: Action
+    before_categories: tuple[str, ...]
+    after_categories: tuple[str, ...]
+    evidence: str
+
+
+@dataclass(slots=True)
+class ReplayDiff:
+    total: int = 0
+    live: Counter[str] = field(default_factory=Counter)
+    candidate: Counter[str] = field(default_factory=Counter)
+    actions_before: Counter[str] = field(default_factory=Counter)
+    actions_after: Counter[str] = field(default_factory=Counter)
+    categories_before: Counter[str] = field(default_factory=Counter)
+    categories_after: Counter[str] = field(default_factory=Counter)
+    changes: list[Change] = field(default_factory=list)
+
+
+def evidence(verdict: Verdict) -> str:
+    parts = []
+    for c in verdict.categories:
+        why = ", ".join(f"{m.id} {m.score:.2f}" if m.score is not None else m.id for m in c.matches)
+        parts.append(f"{c.category}:{c.severity}->{c.action} ({why})")
+    return "; ".join(parts) or "nothing fired"
+
+
+def replay(gate: PromptGate, rows: Iterable[StoredSignals], candidate: Path) -> ReplayDiff:
+    diff = ReplayDiff()
+    for row in rows:
+        policy = gate.policy_for(row.tenant, candidate)
+        request = PromptRequest(request_id=row.subject, tenant=row.tenant, prompt=row.observation.text)
+        after = gate.judge(request, row.observation, policy)
+        after_cats = tuple(sorted(flagged(after)))
+        diff.total += 1
+        diff.live[f"{row.policy_id}@{row.policy_version}"] += 1
+        diff.candidate[f"{policy.id}@{policy.version}"] += 1
+        diff.actions_before[row.action] += 1
+        diff.actions_after[after.action] += 1
+        diff.categories_before.update(row.categories)
+        diff.categories_after.update(after_cats)
+        if after.action != row.action or after_cats != tuple(sorted(row.categories)):
+            diff.changes.append(Change(row.subject, row.tenant, row.action, after.action,
+                                       tuple(sorted(row.categories)), after_cats, evidence(after)))
+    return diff
+
+
+def render(diff: ReplayDiff, show: int = 20) -> str:
+    def versions(c: Counter[str]) -> str:
+        return ", ".join(f"{v} ({n})" for v, n in c.most_common())
+
+    out = [f"replayed {diff.total} stored prompts", f"  live:      {versions(diff.live)}",
+           f"  candidate: {versions(diff.candidate)}", "", f"{'action':<22} {'live':>6} {'candidate':>9} {'change':>7}"]
+    for a in ACTIONS:
+        before, after = diff.actions_before[a], diff.actions_after[a]
+        out.append(f"{a:<22} {before:>6} {after:>9} {after - before:>+7}")
+    out += ["", f"{'flagged category':<22} {'live':>6} {'candidate':>9} {'change':>7}"]
+    for c in sorted(set(diff.categories_before) | set(diff.categories_after)):
+        before, after = diff.categories_before[c], diff.categories_after[c]
+        out.append(f"{c:<22} {before:>6} {after:>9} {after - before:>+7}")
+    out += ["", f"{len(diff.changes)} decisions change" + (":" if diff.changes else "")]
+    for ch in diff.changes[:show]:
+        out.append(f"  {ch.subject} [{ch.tenant}] {ch.before} -> {ch.after}  {ch.evidence}")
+    if len(diff.changes) > show:
+        out.append(f"  ... {len(diff.changes) - show} more (--show N)")
+    return "\n".join(out)
