@@ -67,10 +67,10 @@ class AuditSink:
         state = self._state(stream)
         return state.seq, state.head
 
-    def append(self, stream: str, records: Iterable[AuditRecord]) -> list[AuditRecord]:
-        """Chain and append records not already in the stream; one fsync for the batch."""
+    def append(self, stream: str, records: Iterable[AuditRecord]) -> list[str]:
+        """Chain and append records not already in the stream; one fsync for the batch. Returns ids written."""
         state = self._state(stream)
-        written: list[AuditRecord] = []
+        written: list[str] = []
         by_segment: dict[Path, list[str]] = {}
         for rec in records:
             if rec.audit_id in state.ids:
@@ -83,7 +83,7 @@ class AuditSink:
             first = (state.seq - 1) // self.segment_records * self.segment_records + 1
             path = self.root / stream / f"{first:012d}.jsonl"
             by_segment.setdefault(path, []).append(json.dumps(fields, separators=(",", ":")))
-            written.append(AuditRecord.model_validate(fields))
+            written.append(rec.audit_id)
         for path, lines in by_segment.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)

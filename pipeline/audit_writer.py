@@ -26,7 +26,7 @@ def stream_of(partition: int) -> str:
 
 
 async def append_batch(sink: AuditSink, state: State, partition: int, values: list[bytes],
-                       dead: list[DeadLetter]) -> list[AuditRecord]:
+                       dead: list[DeadLetter]) -> list[str]:
     """Parse, chain, append and fsync one partition's batch; unparseable values go to ``dead``."""
     records = []
     for raw in values:

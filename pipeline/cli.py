@@ -174,6 +174,69 @@ def replay(candidate: Path, since: str, tenant: str | None, show: int, as_json: 
         click.echo(render(diff, show))
 
 
+@policy.command("diff")
+@click.argument("old", type=click.Path(exists=True, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, path_type=Path))
+def policy_diff(old: Path, new: Path) -> None:
+    """Explain in words what changes from policy OLD to policy NEW."""
+    from policies import engine
+    from policies.diff import diff_policies
+
+    a, b = engine.load(old), engine.load(new)
+    click.echo(f"{a.id}@{a.version} -> {b.id}@{b.version}")
+    lines = diff_policies(a.policy, b.policy)
+    for line in lines:
+        click.echo(f"  {line}")
+    click.echo(f"{len(lines)} changes" if lines else "no changes")
+
+
+@main.command()
+@click.argument("labelled", type=click.Path(exists=True, path_type=Path))
+@click.option("--category", required=True)
+@click.option("--signal", default="embedding", show_default=True)
+@click.option("--target-precision", type=float, default=None)
+@click.option("--target-recall", type=float, default=None)
+@click.option("--tenant", default="default", show_default=True, help="Whose effective policy to start from.")
+@click.option("--overlay-out", type=click.Path(path_type=Path), default=None,
+              help="Write the chosen threshold as a tenant overlay here.")
+@click.option("--plot", type=click.Path(path_type=Path), default=Path("tune.png"), show_default=True)
+@click.option("--html", type=click.Path(path_type=Path), default=None)
+def tune(labelled: Path, category: str, signal: str, target_precision: float | None, target_recall: float | None,
+         tenant: str, overlay_out: Path | None, plot: Path, html: Path | None) -> None:
+    """Find the SIGNAL threshold for CATEGORY that meets a target precision or recall on LABELLED."""
+    from pipeline.gate import PromptGate
+    from pipeline.policytest import read_labelled
+    from pipeline.state import RedisVectorCache
+    from pipeline.tuning import choose, draw, overlay, study, write_overlay
+
+    if (target_precision is None) == (target_recall is None):
+        raise click.UsageError("give exactly one of --target-precision and --target-recall")
+    settings = _settings()
+    gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
+    rows = read_labelled(labelled)
+    click.echo(f"scoring {len(rows)} labelled prompts ...", err=True)
+    st = study(gate, rows, category, signal, tenant)
+    chosen = choose(st.points, target_precision, target_recall)
+    click.echo(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'f1':>6}  tp  fp  fn   (where recall steps)")
+    steps = [p for i, p in enumerate(st.points) if i == 0 or p.recall != st.points[i - 1].recall or p is chosen]
+    for p in steps:
+        mark = "  <- chosen" if p is chosen else ""
+        click.echo(f"{p.threshold:>9.4f} {p.precision:>9.3f} {p.recall:>7.3f} {p.f1:>6.3f} {p.tp:>3} {p.fp:>3} "
+                   f"{p.fn:>3}{mark}")
+    draw(st, chosen, plot, html)
+    click.echo(f"PR curve: {plot}" + (f", report: {html}" if html else ""))
+    if chosen is None:
+        raise click.ClickException("no threshold meets the target on this data")
+    policy = gate.policy_for(tenant)
+    current = policy.policy.categories[category].thresholds.get(signal)
+    was = getattr(current, st.level) if current else None
+    click.echo(f"{category}: {signal} {st.level} threshold {was} -> {chosen.threshold:.4f} "
+               f"(precision {chosen.precision:.3f}, recall {chosen.recall:.3f})")
+    if overlay_out is not None:
+        write_overlay(overlay(policy, tenant, category, signal, st.level, chosen.threshold), overlay_out)
+        click.echo(f"overlay written to {overlay_out}; check it with: genguard policy lint {overlay_out}")
+
+
 # -- models ----------------------------------------------------------------------------------
 
 @main.group()

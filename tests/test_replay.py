@@ -34,7 +34,7 @@ def stored(gate: PromptGate, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 def test_same_policy_changes_nothing(gate: PromptGate, stored: tuple) -> None:
-    store, live = stored
+    store, _ = stored
     diff = replay(gate, store.scan(), gate.settings.policy_path)
     assert diff.total == len(PROMPTS) and diff.changes == []
     assert diff.actions_before == diff.actions_after
