@@ -21,6 +21,7 @@ test: install models debian
 bench: install models debian
 	$(BIN)/genguard redis
 	$(BIN)/python bench/prompt_gate.py
+	$(BIN)/python bench/audit.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -147,7 +147,7 @@ def show(tenant: str | None) -> None:
 
 @main.command()
 @click.option("--policy", "candidate", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Candidate base policy (tenant overlays apply on top, as live).")
+              help="Candidate: a base policy (tenant overlays apply on top, as live) or an overlay.")
 @click.option("--since", default="7d", show_default=True, help="ISO date/time or a span such as 7d.")
 @click.option("--tenant", default=None)
 @click.option("--show", default=20, show_default=True, help="How many changed decisions to list.")
@@ -178,11 +178,12 @@ def replay(candidate: Path, since: str, tenant: str | None, show: int, as_json: 
 @click.argument("old", type=click.Path(exists=True, path_type=Path))
 @click.argument("new", type=click.Path(exists=True, path_type=Path))
 def policy_diff(old: Path, new: Path) -> None:
-    """Explain in words what changes from policy OLD to policy NEW."""
+    """Explain in words what changes from policy OLD to policy NEW (overlays apply to the configured base)."""
     from policies import engine
     from policies.diff import diff_policies
 
-    a, b = engine.load(old), engine.load(new)
+    base = _settings().policy_path
+    a, b = engine.load_any(old, base), engine.load_any(new, base)
     click.echo(f"{a.id}@{a.version} -> {b.id}@{b.version}")
     lines = diff_policies(a.policy, b.policy)
     for line in lines:
@@ -204,6 +205,8 @@ def policy_diff(old: Path, new: Path) -> None:
 def tune(labelled: Path, category: str, signal: str, target_precision: float | None, target_recall: float | None,
          tenant: str, overlay_out: Path | None, plot: Path, html: Path | None) -> None:
     """Find the SIGNAL threshold for CATEGORY that meets a target precision or recall on LABELLED."""
+    import yaml
+
     from pipeline.gate import PromptGate
     from pipeline.policytest import read_labelled
     from pipeline.state import RedisVectorCache
@@ -233,7 +236,9 @@ def tune(labelled: Path, category: str, signal: str, target_precision: float | N
     click.echo(f"{category}: {signal} {st.level} threshold {was} -> {chosen.threshold:.4f} "
                f"(precision {chosen.precision:.3f}, recall {chosen.recall:.3f})")
     if overlay_out is not None:
-        write_overlay(overlay(policy, tenant, category, signal, st.level, chosen.threshold), overlay_out)
+        current_file = settings.tenants_dir / f"{tenant}.yaml"
+        existing = yaml.safe_load(current_file.read_text()) if current_file.exists() else None
+        write_overlay(overlay(policy, tenant, category, signal, st.level, chosen.threshold, existing), overlay_out)
         click.echo(f"overlay written to {overlay_out}; check it with: genguard policy lint {overlay_out}")
 
 
@@ -348,6 +353,8 @@ def keys_create(tenant: str, scopes: str, name: str, secret_file: Path | None) -
         settings = _settings()
         state = State(settings)
         try:
+            if secret and (existing := await state.lookup_key(secret)):
+                return secret, existing.key_id  # already registered: nothing to create or audit
             made, key = await state.create_key(tenant, wanted, name, secret)  # type: ignore[arg-type]
             try:
                 await publish_audit(settings, [key_event("key.created", key)])

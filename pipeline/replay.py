@@ -7,13 +7,16 @@ over a week of traffic costs policy evaluations only.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.gate import PromptGate
 from pipeline.policytest import flagged
 from pipeline.records import PromptRequest, StoredSignals, Verdict
+from policies import engine
+from policies.engine import CompiledPolicy
+from policies.loader import is_overlay
 from policies.schema import ACTIONS, Action
 
 
@@ -48,10 +51,21 @@ def evidence(verdict: Verdict) -> str:
     return "; ".join(parts) or "nothing fired"
 
 
+def candidate_policies(gate: PromptGate, candidate: Path) -> Callable[[str], CompiledPolicy]:
+    """A base candidate gets each tenant's overlay on top, as live; an overlay candidate replaces its
+    tenant's overlay, and other tenants keep their live policy."""
+    if is_overlay(candidate):
+        policy = engine.load(gate.settings.policy_path, candidate)
+        tenant = policy.id.partition("+")[2]
+        return lambda t: policy if t == tenant else gate.policy_for(t)
+    return lambda t: gate.policy_for(t, candidate)
+
+
 def replay(gate: PromptGate, rows: Iterable[StoredSignals], candidate: Path) -> ReplayDiff:
     diff = ReplayDiff()
+    policy_for = candidate_policies(gate, candidate)
     for row in rows:
-        policy = gate.policy_for(row.tenant, candidate)
+        policy = policy_for(row.tenant)
         request = PromptRequest(request_id=row.subject, tenant=row.tenant, prompt=row.observation.text)
         after = gate.judge(request, row.observation, policy)
         after_cats = tuple(sorted(flagged(after)))

@@ -4,6 +4,7 @@ meets a target precision or recall, written back as a tenant overlay, drawn as P
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import math
 from collections.abc import Sequence
@@ -109,16 +110,20 @@ def study(gate: PromptGate, rows: Sequence[Labelled], category: str, signal: str
 
 
 def overlay(policy: CompiledPolicy, tenant: str, category: str, signal: str, level: Severity,
-            threshold: float) -> dict[str, Any]:
-    """A tenant overlay setting the threshold (higher levels raised to it if they were lower)."""
+            threshold: float, existing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The tenant's overlay (``existing``, if it has one) with the new threshold merged in; higher
+    levels that were below it are raised to it so thresholds never decrease."""
     current = policy.policy.categories[category].thresholds.get(signal)
     levels: dict[str, float] = {level: math.floor(threshold * 1e6) / 1e6}
     for s in SEVERITIES[SEVERITIES.index(level) + 1:]:
         if current is not None and (v := getattr(current, s)) is not None and v < threshold:
             levels[s] = levels[level]
-    base_id = policy.id.split("+")[0]
-    return {"schema_version": 1, "overlay_of": base_id, "tenant": tenant, "label": f"tuned {category}",
-            "categories": {category: {"thresholds": {signal: levels}}}}
+    data = copy.deepcopy(existing) if existing else {
+        "schema_version": 1, "overlay_of": policy.id.split("+")[0], "tenant": tenant}
+    data["label"] = " + ".join(x for x in (data.get("label"), f"tuned {category}") if x)
+    cat = data.setdefault("categories", {}).setdefault(category, {})
+    cat.setdefault("thresholds", {}).setdefault(signal, {}).update(levels)
+    return data
 
 
 def write_overlay(data: dict[str, Any], path: Path) -> None:

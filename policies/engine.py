@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from classifiers.normalize import NormalizedText
 from classifiers.rules import CompiledRule, compile_terms, first_match, mask
+from policies import loader
 from policies.loader import load_policy
 from policies.schema import ACTIONS, SEVERITIES, Action, Category, Policy, Severity
 
@@ -77,6 +78,12 @@ def compile_policy(policy: Policy, source: str = "<memory>") -> CompiledPolicy:
 
 def load(path: Path, overlay: Path | None = None) -> CompiledPolicy:
     policy, source = load_policy(path, overlay)
+    return compile_policy(policy, source)
+
+
+def load_any(path: Path, base: Path) -> CompiledPolicy:
+    """A base policy, or an overlay on ``base``: what ``policy diff`` and ``replay`` accept."""
+    policy, source = loader.load_any(path, base)
     return compile_policy(policy, source)
 
 

@@ -209,14 +209,19 @@ def load_policy(path: Path, overlay_path: Path | None = None) -> tuple[Policy, s
     return merged, osrc.file
 
 
+def is_overlay(path: Path) -> bool:
+    return "overlay_of" in parse(path).data
+
+
+def load_any(path: Path, base_path: Path) -> tuple[Policy, str]:
+    """A base policy as it is, or an overlay applied to ``base_path``."""
+    return load_policy(base_path, path) if is_overlay(path) else load_policy(path)
+
+
 def lint(path: Path, base_path: Path) -> list[LintError]:
     """Every error in a policy or overlay file; an overlay is checked against ``base_path``."""
     try:
-        src = parse(path)
-        if "overlay_of" in src.data:
-            load_policy(base_path, path)
-        else:
-            load_policy(path)
+        load_any(path, base_path)
     except PolicyError as e:
         return e.errors
     return []
