@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from classifiers.normalize import NormalizedText
 from classifiers.rules import CompiledRule, compile_terms, first_match, mask
@@ -93,7 +93,9 @@ class Signals:
 
     ``scores[signal][category]`` holds per-category scores; a signal with one output for all
     categories (e.g. an offensive-language model) uses the key ``"*"``. ``errors`` names the
-    signals that failed; a failed or absent required signal never lets content through.
+    signals that failed; a failed or absent required signal of this ``modality`` never lets
+    content through. ``matches`` are findings made outside the policy's thresholds (known-content
+    hash hits), added as they are.
     """
 
     text: NormalizedText | None = None
@@ -101,15 +103,18 @@ class Signals:
     evidence: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     environment: str = "production"
+    modality: Literal["text", "frames", "audio"] = "text"
+    matches: dict[str, list[Match]] = field(default_factory=dict)
 
 
 class Match(BaseModel):
-    kind: Literal["rule", "signal", "combination"]
+    kind: Literal["rule", "signal", "combination", "hash"]
     id: str
     severity: Severity
     score: float | None = None
     detail: str = ""
     capped_by: str | None = None
+    source: str = Field("", description="Where it was seen: prompt, frames, transcript 1.2-3.4s ...")
 
 
 class CategoryResult(BaseModel):
@@ -132,11 +137,14 @@ class Evaluation(BaseModel):
     errors: dict[str, str] = {}
 
 
+Fired = dict[str, list[Match]]
+
+
 def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contexts: set[str]) -> list[Match]:
-    matches: list[Match] = []
+    matches: list[Match] = list(signals.matches.get(cat.id, []))
     masked = mask(text, cat.allow)
     for rule in cat.rules:
-        if (hit := first_match(rule.pattern, masked)) is not None:
+        if text and (hit := first_match(rule.pattern, masked)) is not None:
             matches.append(Match(kind="rule", id=rule.id, severity=rule.severity, detail=hit))
     for sig, levels in cat.spec.thresholds.items():
         per_cat = signals.scores.get(sig)
@@ -149,17 +157,33 @@ def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contex
     exempt = {r.id for r in cat.rules if not r.exceptions_apply}
     for exc in caps:
         for m in matches:
-            if m.id not in exempt and SEVERITIES.index(m.severity) > SEVERITIES.index(exc.cap):
+            if m.kind != "hash" and m.id not in exempt and SEVERITIES.index(m.severity) > SEVERITIES.index(exc.cap):
                 m.severity, m.capped_by = exc.cap, exc.context
     return matches
 
 
-def _signal_failures(policy: Policy, signals: Signals) -> tuple[dict[str, str], list[str], Action]:
-    """Fail closed: a required signal that errored or is absent raises the action; optional ones are noted."""
+def fire(policy: CompiledPolicy, signals: Signals, source: str = "") -> tuple[Fired, set[str]]:
+    """The matches of every category that fired on this content, and the contexts it showed."""
+    text = signals.text.text if signals.text else ""
+    contexts = {n for n, p in policy.contexts.items() if p.search(text)}
+    fired: Fired = {}
+    for cid, cat in policy.categories.items():
+        if matches := _category_matches(cat, text, signals, contexts):
+            for m in matches:
+                m.source = m.source or source
+            fired[cid] = matches
+    return fired, contexts
+
+
+def failures(policy: Policy, signals: Signals) -> tuple[dict[str, str], list[str], Action]:
+    """Fail closed: a required signal of this modality that errored or is absent raises the action;
+    optional ones are noted."""
     errors: dict[str, str] = {}
     unscored: list[str] = []
     action: Action = "allow"
     for name, spec in policy.signals.items():
+        if spec.modality != signals.modality:
+            continue
         problem = signals.errors.get(name) or (None if name in signals.scores else "signal not produced")
         if problem is None:
             continue
@@ -171,37 +195,58 @@ def _signal_failures(policy: Policy, signals: Signals) -> tuple[dict[str, str], 
     return errors, unscored, action
 
 
-def evaluate(policy: CompiledPolicy, signals: Signals) -> Evaluation:
-    text = signals.text.text if signals.text else ""
-    contexts = {n for n, p in policy.contexts.items() if p.search(text)}
-    fired: dict[str, tuple[Severity, list[Match]]] = {}
-    for cid, cat in policy.categories.items():
-        matches = _category_matches(cat, text, signals, contexts)
-        if (sev := _max_severity([m.severity for m in matches])) is not None:
-            fired[cid] = (sev, matches)
-
-    actions = {cid: policy.categories[cid].actions[sev] for cid, (sev, _) in fired.items()}
+def conclude(policy: CompiledPolicy, fired: Fired, contexts: set[str] | None = None,
+             errors: dict[str, str] | None = None, unscored: list[str] | None = None,
+             error_action: Action = "allow", obfuscated: bool = False) -> Evaluation:
+    """Severities, combinations and actions over everything that fired, from one or many sources."""
+    severity = {cid: _max_severity([m.severity for m in ms]) or "low" for cid, ms in fired.items()}
+    actions = {cid: policy.categories[cid].actions[sev] for cid, sev in severity.items()}
+    matches = {cid: list(ms) for cid, ms in fired.items()}
     for combo in policy.policy.combinations:
         floor = SEVERITIES.index(combo.min_severity)
-        if all(c in fired and SEVERITIES.index(fired[c][0]) >= floor for c in combo.all):
+        if all(c in severity and SEVERITIES.index(severity[c]) >= floor for c in combo.all):
             eff = combo.then
-            sev, matches = fired.get(eff.category, (eff.severity, []))
-            match = Match(kind="combination", id=combo.id, severity=eff.severity, detail=" + ".join(combo.all))
-            fired[eff.category] = (_max_severity([sev, eff.severity]) or eff.severity, [*matches, match])
+            severity[eff.category] = _max_severity([severity.get(eff.category, eff.severity), eff.severity]) \
+                or eff.severity
+            matches.setdefault(eff.category, []).append(
+                Match(kind="combination", id=combo.id, severity=eff.severity, detail=" + ".join(combo.all)))
             actions[eff.category] = max_action(actions.get(eff.category, "allow"), eff.action)
 
     results = []
-    for cid, (sev, matches) in fired.items():
+    for cid, sev in severity.items():
         cat = policy.categories[cid]
         if not cat.spec.reportable:
             continue
-        scores = [m.score for m in matches if m.score is not None]
+        scores = [m.score for m in matches[cid] if m.score is not None]
         results.append(CategoryResult(category=cid, title=cat.spec.title, severity=sev, action=actions[cid],
-                                      score=max(scores) if scores else None, matches=matches))
+                                      score=max(scores) if scores else None, matches=matches[cid]))
     results.sort(key=lambda r: (ACTIONS.index(r.action), SEVERITIES.index(r.severity)), reverse=True)
-
-    errors, unscored, error_action = _signal_failures(policy.policy, signals)
     action = max_action(error_action, *(r.action for r in results))
     return Evaluation(action=action, categories=results, policy_id=policy.id, policy_version=policy.version,
-                      contexts=sorted(contexts), obfuscated=bool(signals.text and signals.text.obfuscated),
-                      unscored=unscored, errors=errors)
+                      contexts=sorted(contexts or ()), obfuscated=obfuscated, unscored=unscored or [],
+                      errors=errors or {})
+
+
+def evaluate(policy: CompiledPolicy, signals: Signals) -> Evaluation:
+    return evaluate_many(policy, [("", signals)])
+
+
+def evaluate_many(policy: CompiledPolicy, parts: list[tuple[str, Signals]]) -> Evaluation:
+    """One decision over several pieces of one item (prompt, frames, transcript segments, ...):
+    categories fire per piece, then combinations and actions apply across all of them."""
+    fired: Fired = {}
+    contexts: set[str] = set()
+    errors: dict[str, str] = {}
+    unscored: list[str] = []
+    error_action: Action = "allow"
+    for source, signals in parts:
+        part_fired, part_contexts = fire(policy, signals, source)
+        for cid, ms in part_fired.items():
+            fired.setdefault(cid, []).extend(ms)
+        contexts |= part_contexts
+        errs, uns, act = failures(policy.policy, signals)
+        errors.update({f"{source}:{k}" if source else k: v for k, v in errs.items()})
+        unscored += [u for u in uns if u not in unscored]
+        error_action = max_action(error_action, act)
+    obfuscated = any(s.text is not None and s.text.obfuscated for _, s in parts)
+    return conclude(policy, fired, contexts, errors, unscored, error_action, obfuscated)

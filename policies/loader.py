@@ -151,6 +151,10 @@ def check(policy: Policy, src: Source) -> list[LintError]:
                 errors.append(src.error(("categories", cid, "exceptions", i), f"unknown context {exc.context!r}"))
         if (cat.exemplars or cat.counter_exemplars) and "embedding" not in policy.signals:
             errors.append(src.error(("categories", cid, "exemplars"), "exemplars need the 'embedding' signal"))
+    for name, hl in policy.hash_lists.items():
+        if hl.category not in policy.categories:
+            errors.append(src.error(("hash_lists", name, "category"),
+                                    f"hash list names unknown category {hl.category!r}"))
     for i, combo in enumerate(policy.combinations):
         for j, cid in enumerate(combo.all):
             if cid not in policy.categories:

@@ -45,6 +45,21 @@ class CategoryException(Strict):
     cap: Severity = "low"
 
 
+class Temporal(Strict):
+    """How per-frame scores become one score per clip, so one noisy frame does not block a clip."""
+
+    mode: Literal["consecutive", "topk_mean", "max"] = "consecutive"
+    n: int = Field(2, ge=1, description="consecutive: frames in a row that must all reach the score")
+    k: int = Field(3, ge=1, description="topk_mean: how many of the highest frame scores to average")
+
+
+class ClipLabels(Strict):
+    """Zero-shot label prompts for the CLIP frame signal, with contrast prompts that calibrate it."""
+
+    prompts: list[str] = Field(min_length=1)
+    contrast: list[str] = []
+
+
 class Category(Strict):
     title: str
     description: str = ""
@@ -56,6 +71,9 @@ class Category(Strict):
     counter_exemplars: list[str] = []
     allow_phrases: list[str] = []
     exceptions: list[CategoryException] = []
+    clip: ClipLabels | None = None
+    temporal: Temporal = Temporal()
+    zero_tolerance: bool = Field(False, description="One frame above threshold is enough (temporal mode max).")
 
 
 class Context(Strict):
@@ -80,9 +98,19 @@ class Combination(Strict):
 
 
 class SignalSpec(Strict):
+    modality: Literal["text", "frames", "audio"] = Field(
+        "text", description="What the signal looks at: text (prompts, transcript segments), frames, audio.")
     required: bool = True
     optional_in: list[str] = Field([], description="Environments where the signal may be absent.")
     on_error: Literal["review", "block"] = "review"
+
+
+class HashList(Strict):
+    """A list of known-content hashes; a frame within ``max_distance`` bits of one fires ``category``."""
+
+    category: str
+    severity: Severity = "critical"
+    max_distance: int = Field(31, ge=0, le=128, description="PDQ Hamming distance (31 is Meta's default)")
 
 
 class Policy(Strict):
@@ -97,6 +125,7 @@ class Policy(Strict):
     contexts: dict[str, Context] = {}
     categories: dict[str, Category]
     combinations: list[Combination] = []
+    hash_lists: dict[str, HashList] = {}
 
 
 class CategoryOverlay(Strict):
