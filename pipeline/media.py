@@ -1,0 +1,187 @@
+"""The media stage: probe a video, sample its frames, extract its audio. One decode pass.
+
+Probing first rejects what cannot be moderated, each with a stable error code. Frames are
+sampled uniformly, at scene cuts, and first and last, capped per job; audio comes out as
+16 kHz mono float32 for Whisper.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+log = logging.getLogger("genguard.media")
+
+CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv"}
+VIDEO_CODECS = {"h264", "hevc", "vp9", "av1", "vp8"}
+Reason = Literal["first", "last", "uniform", "scene"]
+
+
+class MediaError(ValueError):
+    """A video genguard will not moderate; ``code`` is stable for clients, the message says why."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bytes: int = 500 * 1024 * 1024
+    max_duration_s: float = 300.0
+    max_width: int = 3840
+    max_height: int = 3840
+    sample_fps: float = 1.0
+    max_frames: int = 48
+    scene_threshold: float = 0.35
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    has_audio: bool
+    audio_codec: str | None
+
+
+@dataclass(slots=True)
+class Frame:
+    t: float
+    reasons: set[Reason]
+    image: np.ndarray  # RGB uint8, H x W x 3
+
+
+@dataclass(slots=True)
+class Media:
+    probe: Probe
+    frames: list[Frame]
+    audio: np.ndarray | None  # 16 kHz mono float32
+    decoded_frames: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def probe(path: Path, limits: Limits) -> Probe:
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError("empty_file", "the upload is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise MediaError("too_large", f"the upload is {size} bytes; the limit is {limits.max_bytes}")
+    try:
+        with av.open(str(path)) as container:
+            return _probe(container, limits)
+    except av.error.FFmpegError as e:
+        raise MediaError("not_a_video", f"not a readable video container: {e}") from e
+
+
+def _probe(container: av.container.InputContainer, limits: Limits) -> Probe:
+    fmt = container.format.name
+    if fmt not in CONTAINERS:
+        raise MediaError("unsupported_container", f"container {fmt!r} is not accepted (MP4, MOV, WebM, MKV)")
+    if not container.streams.video:
+        raise MediaError("no_video_stream", "the file has no video stream")
+    video = container.streams.video[0]
+    codec = video.codec_context.name
+    if codec not in VIDEO_CODECS:
+        accepted = ", ".join(sorted(VIDEO_CODECS))
+        raise MediaError("unsupported_codec", f"video codec {codec!r} is not accepted ({accepted})")
+    width, height = video.codec_context.width, video.codec_context.height
+    if width <= 0 or height <= 0:
+        raise MediaError("undecodable", "the video stream has no picture size")
+    if width > limits.max_width or height > limits.max_height:
+        raise MediaError("resolution_too_high",
+                         f"{width}x{height} exceeds the limit of {limits.max_width}x{limits.max_height}")
+    if video.duration is not None and video.time_base is not None:
+        duration = float(video.duration * video.time_base)
+    else:
+        duration = (container.duration or 0) / av.time_base
+    if duration <= 0:
+        raise MediaError("zero_duration", "the video has no duration")
+    if duration > limits.max_duration_s:
+        raise MediaError("too_long", f"the video lasts {duration:.1f}s; the limit is {limits.max_duration_s:.0f}s")
+    audio = container.streams.audio[0] if container.streams.audio else None
+    fps = float(video.average_rate) if video.average_rate else 0.0
+    return Probe(fmt, codec, width, height, fps, duration, audio is not None,
+                 audio.codec_context.name if audio else None)
+
+
+def _thumb(frame: av.VideoFrame) -> np.ndarray:
+    return frame.reformat(width=32, height=18, format="gray").to_ndarray().astype(np.float32) / 255.0
+
+
+def decode(path: Path, limits: Limits) -> Media:
+    """Probe, then one threaded pass over video and audio packets."""
+    info = probe(path, limits)
+    frames: list[Frame] = []
+    chunks: list[np.ndarray] = []
+    decoded = 0
+    next_uniform = 0.0
+    prev_thumb: np.ndarray | None = None
+    last: av.VideoFrame | None = None
+    last_t = 0.0
+    try:
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"
+            streams = [video]
+            resampler = None
+            if info.has_audio:
+                streams.append(container.streams.audio[0])
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+            for packet in container.demux(*streams):
+                for frame in packet.decode():
+                    if isinstance(frame, av.AudioFrame):
+                        for out in resampler.resample(frame):  # type: ignore[union-attr]
+                            chunks.append(out.to_ndarray().reshape(-1))
+                        continue
+                    if frame.pts is None:
+                        continue
+                    t = float(frame.pts * frame.time_base)
+                    decoded += 1
+                    reasons: set[Reason] = set()
+                    if decoded == 1:
+                        reasons.add("first")
+                    if t + 1e-6 >= next_uniform:
+                        reasons.add("uniform")
+                        next_uniform += 1.0 / limits.sample_fps
+                    thumb = _thumb(frame)
+                    if prev_thumb is not None and float(np.abs(thumb - prev_thumb).mean()) > limits.scene_threshold / 4:
+                        reasons.add("scene")
+                    prev_thumb = thumb
+                    if reasons:
+                        frames.append(Frame(t, reasons, frame.to_ndarray(format="rgb24")))
+                    last, last_t = frame, t
+            if resampler is not None:
+                for out in resampler.resample(None):
+                    chunks.append(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as e:
+        raise MediaError("undecodable", f"decoding failed after {decoded} frames: {e}") from e
+    if decoded == 0 or last is None:
+        raise MediaError("undecodable", "no frame could be decoded")
+    if frames[-1].t != last_t:
+        frames.append(Frame(last_t, {"last"}, last.to_ndarray(format="rgb24")))
+    else:
+        frames[-1].reasons.add("last")
+    media = Media(info, _cap(frames, limits.max_frames), np.concatenate(chunks) if chunks else None, decoded)
+    if len(frames) > limits.max_frames:
+        media.notes.append(f"{len(frames)} frames sampled, capped at {limits.max_frames}")
+    return media
+
+
+def _cap(frames: list[Frame], cap: int) -> list[Frame]:
+    """Keep first, last and scene cuts before uniform samples, spread evenly, in time order."""
+    if len(frames) <= cap:
+        return frames
+    rank = {"first": 0, "last": 0, "scene": 1, "uniform": 2}
+    must = [f for f in frames if min(rank[r] for r in f.reasons) == 0]
+    rest = sorted((f for f in frames if f not in must), key=lambda f: min(rank[r] for r in f.reasons))
+    keep = must + rest[: max(0, cap - len(must))]
+    return sorted(keep, key=lambda f: f.t)
