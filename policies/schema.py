@@ -57,7 +57,7 @@ class ClipLabels(Strict):
     """Zero-shot label prompts for the CLIP frame signal, with contrast prompts that calibrate it."""
 
     prompts: list[str] = Field(min_length=1)
-    contrast: list[str] = []
+    contrast: list[str] = Field(min_length=1, description="Benign look-alikes; without them scores are meaningless")
 
 
 class Category(Strict):

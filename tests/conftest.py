@@ -50,6 +50,8 @@ def base_settings(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> S
         redis_prefix=f"ggtest-{uuid.uuid4().hex[:8]}",
         var_dir=tmp_path_factory.mktemp("var"),
         text_model_dir=ROOT / "var" / "models" / "minilm",
+        whisper_model_dir=ROOT / "var" / "models" / "whisper-base",
+        environment="test",
     )
 
 

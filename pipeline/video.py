@@ -1,0 +1,214 @@
+"""The video gate: a clip (and its prompt) in, a decision out.
+
+``observe`` runs every model once over the sampled frames, the audio and the prompt, and keeps
+what they saw; ``judge`` turns that into a decision under one policy: per-frame scores are
+aggregated over time per category, known-content hashes are looked up, transcript segments go
+through the same text checks as prompts, and one evaluation spans all of it. A model that is
+missing or raises is recorded as a failed signal, which the policy turns into review or block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from classifiers.base import Classifier, ModelMissingError
+from classifiers.clip import ClipModel, ClipZeroShot
+from classifiers.nsfw import OpenNsfwClassifier
+from classifiers.pdq import HashIndex, pdq
+from classifiers.text_embedding import VectorCache
+from classifiers.whisper import FasterWhisperTranscriber
+from pipeline.gate import PromptGate, decode_vector, encode_vector
+from pipeline.hashes import HashStore
+from pipeline.media import Limits, Media, decode
+from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation
+from pipeline.settings import Settings
+from policies import engine
+from policies.engine import CompiledPolicy, Match, Signals
+from policies.temporal import aggregate
+
+log = logging.getLogger("genguard.video")
+T = TypeVar("T")
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(max_bytes=settings.max_upload_bytes, max_duration_s=settings.max_video_seconds,
+                  max_width=settings.max_video_side, max_height=settings.max_video_side,
+                  sample_fps=settings.sample_fps, max_frames=settings.max_frames)
+
+
+def _load(what: str, errors: dict[str, str], make: Callable[[], T]) -> T | None:
+    """Load a model; a missing one is recorded (and fails closed at decision time), not fatal."""
+    try:
+        return make()
+    except (ModelMissingError, OSError, RuntimeError) as e:
+        log.warning("%s unavailable: %s", what, e)
+        errors[what] = str(e)
+        return None
+
+
+class VideoGate:
+    def __init__(self, settings: Settings, prompts: PromptGate, nsfw: Classifier | None, clip: ClipModel | None,
+                 transcriber: FasterWhisperTranscriber | None, hashes: HashIndex | None,
+                 cache: VectorCache | None = None, load_errors: dict[str, str] | None = None) -> None:
+        self.settings, self.prompts, self.nsfw, self.clip = settings, prompts, nsfw, clip
+        self.transcriber, self.hashes, self.cache = transcriber, hashes, cache
+        self.load_errors = load_errors or {}
+        self._zero_shot: dict[str, ClipZeroShot] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, prompts: PromptGate, cache: VectorCache | None = None) -> VideoGate:
+        errors: dict[str, str] = {}
+        nsfw = _load("nsfw", errors, OpenNsfwClassifier)
+        clip = _load("clip", errors, lambda: ClipModel(settings.clip_model))
+        whisper = _load("transcript", errors, lambda: FasterWhisperTranscriber(settings.whisper_model))
+        hashes = _load("hash", errors, lambda: HashStore(settings.hashes_dir).index())
+        return cls(settings, prompts, nsfw, clip, whisper, hashes, cache, errors)
+
+    # -- observe: models run once, nothing here depends on the policy -------------------------
+    def observe(self, media: Media, prompt: str | None) -> VideoObservation:
+        images = [f.image for f in media.frames]
+        obs = VideoObservation(probe=dataclasses.asdict(media.probe), notes=list(media.notes),
+                               frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in media.frames])
+        obs.errors.update(self.load_errors)
+
+        def stage(name: str, fn: Callable[[], None]) -> None:
+            started = time.perf_counter()
+            try:
+                fn()
+            except Exception as e:  # fail closed: recorded, the policy decides
+                log.exception("%s stage failed", name)
+                obs.errors[name] = f"{type(e).__name__}: {e}"
+            obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
+
+        def hashes() -> None:
+            for sample, image in zip(obs.frames, images, strict=True):
+                sample.pdq, sample.pdq_quality = pdq(image)
+
+        def nsfw() -> None:
+            if self.nsfw is not None:
+                obs.nsfw = [round(float(x), 5) for x in self.nsfw.score(images)[:, 0]]
+                obs.models["nsfw"] = self.nsfw.version
+
+        def clip() -> None:
+            if self.clip is not None:
+                obs.clip = [encode_vector(e) for e in self.clip.embed_images(images)]
+                obs.models["clip"] = self.clip.version
+
+        def speech() -> None:
+            if self.transcriber is None:
+                return
+            obs.models["transcript"] = self.transcriber.version
+            if media.audio is None or not len(media.audio):
+                obs.transcript = []
+                return
+            transcript = self.transcriber.transcribe(media.audio)
+            obs.language = transcript.language
+            obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=self.prompts.observe(s.text))
+                              for s in transcript.segments]
+
+        stage("hash", hashes)
+        stage("nsfw", nsfw)
+        stage("clip", clip)
+        stage("transcript", speech)
+        if prompt:
+            obs.prompt = self.prompts.observe(prompt)
+        for text_obs in [obs.prompt, *(s.observation for s in obs.transcript or [])]:
+            if text_obs is not None:
+                obs.models.update(text_obs.models)
+        return obs
+
+    # -- judge: pure policy work over an observation ------------------------------------------
+    def zero_shot(self, policy: CompiledPolicy) -> ClipZeroShot | None:
+        labels = {c: (cat.clip.prompts, cat.clip.contrast) for c, cat in policy.policy.categories.items() if cat.clip}
+        if self.clip is None or not labels:
+            return None
+        if policy.version not in self._zero_shot:
+            self._zero_shot[policy.version] = ClipZeroShot(self.clip, labels, self.cache)
+        return self._zero_shot[policy.version]
+
+    def frame_signals(self, obs: VideoObservation, policy: CompiledPolicy) -> tuple[Signals, dict[int, list[str]]]:
+        """Frame signals for ``policy``, and for each frame that drove a category, why."""
+        sig = Signals(modality="frames", environment=self.settings.environment)
+        used: dict[int, list[str]] = {}
+        per_frame: dict[str, dict[str, np.ndarray]] = {}
+        for name in ("nsfw", "clip", "hash"):
+            if name in obs.errors:
+                sig.errors[name] = obs.errors[name]
+        if obs.nsfw is not None:
+            per_frame["nsfw"] = {"*": np.array(obs.nsfw)}
+        zs = self.zero_shot(policy)
+        if obs.clip is not None and zs is not None:
+            scores = zs.score_embeddings(np.stack([decode_vector(e) for e in obs.clip]))
+            per_frame["clip"] = {c: scores[:, i] for i, c in enumerate(zs.outputs)}
+        elif obs.clip is not None:
+            sig.scores["clip"] = {}
+        for signal, columns in per_frame.items():
+            sig.scores[signal], sig.evidence[signal] = {}, {}
+            for cid, cat in policy.policy.categories.items():
+                if signal not in cat.thresholds or (column := columns.get(cid, columns.get("*"))) is None:
+                    continue
+                score, frames = aggregate(column, cat.temporal, cat.zero_tolerance)
+                sig.scores[signal][cid] = score
+                sig.evidence[signal][cid] = "frames at " + ", ".join(f"{obs.frames[i].t:.1f}s" for i in frames)
+                if cat.thresholds[signal].severity_for(score) is not None:
+                    for i in frames:
+                        used.setdefault(i, []).append(f"{cid} {signal} {column[i]:.2f}")
+        if self.hashes is not None and "hash" not in obs.errors:
+            sig.scores["hash"] = {}
+            lists = policy.policy.hash_lists
+            hashes = [f.pdq for f in obs.frames if f.pdq]
+            for hit in self.hashes.search(hashes, {n: hl.max_distance for n, hl in lists.items()}):
+                spec = lists[hit.list_name]
+                frame = next(i for i, f in enumerate(obs.frames) if f.pdq == hashes[hit.query])
+                used.setdefault(frame, []).append(f"{spec.category} hash {hit.list_name}")
+                sig.matches.setdefault(spec.category, []).append(Match(
+                    kind="hash", id=hit.list_name, severity=spec.severity, score=1.0,
+                    detail=f"frame at {obs.frames[frame].t:.1f}s matches {hit.entry} (distance {hit.distance})"))
+        return sig, used
+
+    def judge(self, obs: VideoObservation, policy: CompiledPolicy, job_id: str, tenant: str) -> VideoDecision:
+        frames, used = self.frame_signals(obs, policy)
+        audio = Signals(modality="audio", environment=self.settings.environment)
+        if "transcript" in obs.errors or obs.transcript is None:
+            audio.errors["transcript"] = obs.errors.get("transcript", "not transcribed")
+        else:
+            audio.scores["transcript"] = {}
+        parts = [("frames", frames), ("audio", audio)]
+        if obs.prompt is not None:
+            parts.append(("prompt", self.prompts.signals_for(obs.prompt, policy)))
+        spans: dict[str, tuple[float, float]] = {}
+        for seg in obs.transcript or []:
+            source = f"transcript {seg.start:.1f}-{seg.end:.1f}s"
+            spans[source] = (seg.start, seg.end)
+            parts.append((source, self.prompts.signals_for(seg.observation, policy)))
+        evaluation = engine.evaluate_many(policy, parts)
+        for cat in evaluation.categories:  # frames on screen while a flagged sentence was spoken
+            for source in {m.source for m in cat.matches if m.source in spans}:
+                start, end = spans[source]
+                for i, f in enumerate(obs.frames):
+                    if start <= f.t <= end:
+                        used.setdefault(i, []).append(f"{cat.category} speech {start:.1f}-{end:.1f}s")
+        spoken = [{"start": s.start, "end": s.end, "text": s.text} for s in obs.transcript or []]
+        return VideoDecision(**evaluation.model_dump(), job_id=job_id, tenant=tenant, model_versions=obs.models,
+                             evidence={i: used[i] for i in sorted(used)}, frames=obs.frames, language=obs.language,
+                             transcript=spoken, probe=obs.probe, timings_ms=obs.timings_ms)
+
+    def run(self, path: Path, prompt: str | None, tenant: str, job_id: str) -> tuple[VideoDecision, Media,
+                                                                                       VideoObservation]:
+        """Decode, observe and judge one file in-process (the CLI's path; the workers split it in stages)."""
+        started = time.perf_counter()
+        media = decode(path, limits_of(self.settings))
+        decode_ms = round((time.perf_counter() - started) * 1000, 1)
+        obs = self.observe(media, prompt)
+        obs.timings_ms = {"decode": decode_ms, **obs.timings_ms}
+        started = time.perf_counter()
+        decision = self.judge(obs, self.prompts.policy_for(tenant), job_id, tenant)
+        decision.timings_ms["decide"] = round((time.perf_counter() - started) * 1000, 1)
+        return decision, media, obs

