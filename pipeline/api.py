@@ -4,31 +4,37 @@ Errors always have the shape ``{"error": {"code": ..., "message": ...}}``.
 """
 
 
+import asyncio
 import itertools
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis import RedisError
 
-from pipeline import __version__
+from pipeline import __version__, jobs
 from pipeline.audit import AuditSink
+from pipeline.evidence import contact_sheet
 from pipeline.gate import PromptGate, audit_record
+from pipeline.media import MediaError
+from pipeline.media_store import LocalMediaStore
 from pipeline.prompts import LEDGER, announce_policy, decide
-from pipeline.records import AuditRecord, PromptRequest, Topics, Verdict
+from pipeline.records import AuditRecord, Job, PromptRequest, Topics, Verdict, VideoDecision
 from pipeline.services import ensure_topics
 from pipeline.settings import Settings, get_settings
 from pipeline.signal_store import LocalSignalStore
-from pipeline.state import ApiKey, RedisVectorCache, Scope, State
+from pipeline.state import ApiKey, JobLedger, RedisVectorCache, Scope, State
 from pipeline.timeutil import parse_since
 
 log = logging.getLogger("genguard.api")
@@ -70,7 +76,31 @@ def audit_page(sink: AuditSink, tenant: str, since: datetime | None, after: str 
     return AuditPage(records=page[:limit], next=page[limit - 1].audit_id if len(page) > limit else None)
 
 
-ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 422, 503)}
+class JobView(BaseModel):
+    job_id: str
+    status: str
+    tenant: str
+    history: list[dict[str, str]]
+    action: str | None = None
+    error: dict[str, str] | None = None
+    decision: dict[str, Any] | None = None
+    review: dict[str, str] | None = None
+
+
+def job_view(job: Job) -> JobView:
+    decided = job.decision if job.decision and "action" in job.decision else None
+    return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, history=job.history,
+                   action=((job.review or {}).get("decision") and ("allow" if job.status == "allowed" else "block"))
+                   or (decided or {}).get("action"), error=job.error, decision=decided, review=job.review)
+
+
+class ReviewBody(BaseModel):
+    decision: Literal["approve", "reject"]
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+MEDIA_STATUS = {"too_large": 413, "unsupported_container": 415, "unsupported_codec": 415}
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 503)}
 
 
 class Services:
@@ -79,14 +109,22 @@ class Services:
     def __init__(self, settings: Settings, gate: PromptGate, state: State, producer: AIOKafkaProducer | None):
         self.settings, self.gate, self.state, self.producer = settings, gate, state, producer
         self.store = LocalSignalStore(settings.signals_dir)
+        self.stages = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), None,
+                                  self.publish)
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        if self.producer is None:
+            raise ApiError(503, "broker_unavailable", "the broker cannot be reached; nothing is accepted or decided")
+        try:
+            await self.producer.send_and_wait(topic, key=key.encode(), value=value)
+        except KafkaError as e:
+            raise ApiError(503, "broker_unavailable", f"publishing to {topic} failed: {type(e).__name__}") from e
 
     async def audit(self, key: str, value: bytes) -> None:
-        if self.producer is None:
-            raise ApiError(503, "audit_unavailable", "the audit topic cannot be reached; no verdict is given")
         try:
-            await self.producer.send_and_wait(Topics.AUDIT, key=key.encode(), value=value)
-        except KafkaError as e:
-            raise ApiError(503, "audit_unavailable", f"audit write failed: {type(e).__name__}") from e
+            await self.publish(Topics.AUDIT, key, value)
+        except ApiError as e:
+            raise ApiError(503, "audit_unavailable", f"no verdict without its audit record: {e.message}") from e
 
 
 async def _start_producer(settings: Settings) -> AIOKafkaProducer | None:
@@ -94,7 +132,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer | None:
                                 max_batch_size=64 if settings.embedded_broker else 16384)
     try:
         await producer.start()
-        await ensure_topics(settings.kafka_bootstrap, [Topics.AUDIT])
+        await ensure_topics(settings.kafka_bootstrap, [Topics.AUDIT, Topics.MEDIA, Topics.ALLOWED, Topics.BLOCKED])
     except KafkaError as e:
         log.error("broker %s unreachable at start-up: %s", settings.kafka_bootstrap, e)
         await producer.stop()
@@ -140,9 +178,11 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse({"error": {"code": "body_too_large", "message":
-                                           f"body has {length} bytes; the limit is {settings.max_body_bytes}"}},
+        # uploads have their own, larger cap, enforced again while streaming (multipart adds a little)
+        limit = settings.max_upload_bytes + 65536 if request.url.path == "/v1/videos" else settings.max_body_bytes
+        if length and length.isdigit() and int(length) > limit:
+            code = "too_large" if request.url.path == "/v1/videos" else "body_too_large"
+            return JSONResponse({"error": {"code": code, "message": f"body has {length} bytes; the limit is {limit}"}},
                                 status_code=413)
         return await call_next(request)
 
@@ -200,6 +240,78 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         except ValueError as e:
             raise ApiError(422, "invalid_request", str(e)) from e
         return audit_page(AuditSink(settings.audit_dir), key.tenant, start, after, limit)
+
+    @app.post("/v1/videos", status_code=202, response_model=JobView, tags=["videos"],
+              responses={**ERRORS, 415: {"model": ErrorResponse}})
+    async def submit_video(request: Request, key: Annotated[ApiKey, Depends(require("submit"))],
+                           video: Annotated[UploadFile, File(description="MP4, MOV, WebM or MKV")],
+                           prompt: Annotated[str | None, Form(max_length=settings.max_prompt_chars)] = None,
+                           job_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None
+                           ) -> JobView:
+        """Submit a generated video for moderation; poll GET /v1/jobs/{job_id} for the decision."""
+        svc = services(request)
+        suffix = Path(video.filename or "").suffix.lower()
+        suffix = suffix if suffix in (".mp4", ".mov", ".webm", ".mkv", ".m4v") else ".bin"
+        tmp_dir = settings.var_dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=suffix) as tmp:
+            size = 0
+            while chunk := await video.read(1 << 20):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
+                tmp.write(chunk)
+            tmp.flush()
+            try:
+                job = await jobs.submit(svc.stages, Path(tmp.name), suffix, key.tenant, key.key_id, prompt, job_id)
+            except MediaError as e:
+                raise ApiError(MEDIA_STATUS.get(e.code, 422), e.code, str(e)) from e
+        return job_view(job)
+
+    async def owned_job(request: Request, job_id: str, key: ApiKey) -> Job:
+        job = await services(request).stages.jobs.get(job_id)
+        if job is None or job.tenant != key.tenant:  # another tenant's job does not exist for you
+            raise ApiError(404, "job_not_found", f"no job {job_id}")
+        return job
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, responses=ERRORS, tags=["videos"])
+    async def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]) -> JobView:
+        """Status with timestamps, and once decided: action, categories, frames and transcript evidence."""
+        return job_view(await owned_job(request, job_id, key))
+
+    @app.get("/v1/jobs/{job_id}/evidence.png", responses={200: {"content": {"image/png": {}}}, **ERRORS},
+             tags=["videos"])
+    async def job_evidence(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]
+                           ) -> Response:
+        """A contact sheet of the frames that drove the decision, with labels and scores."""
+        job = await owned_job(request, job_id, key)
+        if job.decision is None or "action" not in job.decision:
+            raise ApiError(409, "not_decided", f"job {job_id} is {job.status}; no decision yet")
+        decision = VideoDecision.model_validate(job.decision)
+        frames = await asyncio.to_thread(services(request).stages.store.load_frames, job_id)
+        png = await asyncio.to_thread(contact_sheet, decision, [f.image for f in frames])
+        return Response(png, media_type="image/png")
+
+    @app.get("/v1/review", response_model=list[JobView], responses=ERRORS, tags=["review"])
+    async def review_queue(request: Request, key: Annotated[ApiKey, Depends(require("review"))]) -> list[JobView]:
+        """Jobs of your tenant waiting for a human decision, oldest first."""
+        ledger = services(request).stages.jobs
+        found = [await ledger.get(j) for j in await ledger.review_queue(key.tenant)]
+        return [job_view(j) for j in found if j is not None]
+
+    @app.post("/v1/review/{job_id}", response_model=JobView, responses={**ERRORS, 409: {"model": ErrorResponse}},
+              tags=["review"])
+    async def review_job(job_id: str, body: ReviewBody, request: Request,
+                         key: Annotated[ApiKey, Depends(require("review"))]) -> JobView:
+        """Approve (on to release) or reject (blocked) a job held for review; audited."""
+        try:
+            job = await jobs.review(services(request).stages, job_id, key.tenant, key.key_id,
+                                    body.decision == "approve", body.reason)
+        except KeyError as e:
+            raise ApiError(404, "job_not_found", f"no job {job_id}") from e
+        except ValueError as e:
+            raise ApiError(409, "not_in_review", str(e)) from e
+        return job_view(job)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

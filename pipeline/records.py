@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,8 +15,45 @@ from policies.schema import Action
 class Topics:
     PROMPTS = "genguard.prompts"
     VERDICTS = "genguard.verdicts"
+    MEDIA = "genguard.media"  # a video was accepted: sample it
+    FRAMES = "genguard.frames"  # sampled frames are in the media store: score them
+    AUDIO = "genguard.audio"  # extracted audio is in the media store: transcribe it
+    DECIDE = "genguard.decide"  # a part of the observation is ready: decide when all are
+    ALLOWED = "genguard.allowed"  # decided allow (or approved in review): on to release
+    REVIEW = "genguard.review"
+    BLOCKED = "genguard.blocked"
     AUDIT = "genguard.audit"
     DLQ = "genguard.dlq"
+
+
+JobStatus = Literal["queued", "sampling", "scoring", "transcribing", "deciding", "review", "allowed", "released",
+                    "blocked", "failed"]
+TERMINAL: tuple[JobStatus, ...] = ("allowed", "released", "blocked", "failed")
+
+
+class JobMessage(BaseModel):
+    """What moves between video stages: ids and store keys, never media bytes."""
+
+    job_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    part: Literal["frames", "audio", ""] = ""
+
+
+class Job(BaseModel):
+    """The ledger entry of a video job in Redis: the source of truth for where it stands."""
+
+    job_id: str
+    tenant: str
+    status: JobStatus = "queued"
+    actor: str = "anonymous"
+    sha256: str
+    media_uri: str
+    filename: str = ""
+    prompt: str | None = None
+    error: dict[str, str] | None = None
+    history: list[dict[str, str]] = []
+    decision: dict[str, Any] | None = None
+    review: dict[str, str] | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -124,7 +161,8 @@ class StoredSignals(BaseModel):
     policy_version: str
 
 
-AuditEvent = Literal["prompt.verdict", "key.created", "key.revoked", "policy.activated"]
+AuditEvent = Literal["prompt.verdict", "video.decision", "video.rejected", "review.action", "key.created",
+                     "key.revoked", "policy.activated"]
 
 
 class AuditRecord(BaseModel):

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         default=None, description="A candidate policy evaluated next to the live one; both decisions are recorded."
     )
     job_lease_s: int = 60
+    stage_timeout_s: float = 120.0
+    reconcile_every_s: float = 5.0
     done_ttl_s: int = 7 * 24 * 3600
 
     @property

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from pipeline.records import new_id, utcnow
+from pipeline.records import TERMINAL, Job, JobStatus, new_id, utcnow
 from pipeline.settings import Settings
 
 Scope = Literal["check", "submit", "review", "audit", "admin"]
@@ -129,3 +129,65 @@ class RedisVectorCache:
         np.save(buf, value)
         with contextlib.suppress(redis.RedisError):  # a later miss costs one embedding batch, nothing else
             self.redis.set(f"{self.prefix}:{key}", buf.getvalue())
+
+
+class JobLedger:
+    """Video jobs in Redis: the record, a lease per non-terminal job (the reconciler re-publishes
+    jobs whose lease ran out), the parts of an observation as stages finish them, the review queue."""
+
+    def __init__(self, state: State) -> None:
+        self.r, self.key, self.lease_s = state.redis, state._key, state.lease_s
+
+    async def create(self, job: Job) -> bool:
+        job.history = [{"status": job.status, "at": utcnow().isoformat()}]
+        if not await self.r.set(self.key("job", job.job_id), job.model_dump_json(), nx=True):
+            return False
+        if job.status not in TERMINAL:
+            await self.touch(job.job_id)
+        return True
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.r.get(self.key("job", job_id))
+        return Job.model_validate_json(raw) if raw else None
+
+    async def update(self, job_id: str, status: JobStatus | None = None, **fields: object) -> Job:
+        """Read-modify-write under WATCH, so two stages updating one job never lose a change."""
+        key = self.key("job", job_id)
+        async with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise KeyError(f"no job {job_id}")
+                    job = Job.model_validate_json(raw).model_copy(update=fields)
+                    if status is not None and status != job.status:
+                        job.status = status
+                        job.history.append({"status": status, "at": utcnow().isoformat()})
+                    pipe.multi()
+                    pipe.set(key, job.model_dump_json())
+                    if job.status in TERMINAL or job.status == "review":  # nothing for a worker to redo
+                        pipe.zrem(self.key("leases"), job_id)
+                    if job.status == "review":
+                        pipe.zadd(self.key("review", job.tenant), {job_id: utcnow().timestamp()})
+                    else:
+                        pipe.zrem(self.key("review", job.tenant), job_id)
+                    await pipe.execute()
+                    return job
+                except redis.WatchError:
+                    continue
+
+    async def touch(self, job_id: str) -> None:
+        await self.r.zadd(self.key("leases"), {job_id: utcnow().timestamp() + self.lease_s})
+
+    async def expired(self) -> list[str]:
+        return [j.decode() for j in await self.r.zrangebyscore(self.key("leases"), 0, utcnow().timestamp())]
+
+    async def put_part(self, job_id: str, part: str, value: str) -> None:
+        await self.r.hset(self.key("job", job_id, "parts"), part, value)
+
+    async def parts(self, job_id: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.key("job", job_id, "parts"))).items()}
+
+    async def review_queue(self, tenant: str, limit: int = 100) -> list[str]:
+        return [j.decode() for j in await self.r.zrange(self.key("review", tenant), 0, limit - 1)]

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from classifiers.text_embedding import VectorCache
 from classifiers.whisper import FasterWhisperTranscriber
 from pipeline.gate import PromptGate, decode_vector, encode_vector
 from pipeline.hashes import HashStore
-from pipeline.media import Limits, Media, decode
+from pipeline.media import Frame, Limits, Media, decode
 from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation
 from pipeline.settings import Settings
 from policies import engine
@@ -72,20 +72,21 @@ class VideoGate:
         return cls(settings, prompts, nsfw, clip, whisper, hashes, cache, errors)
 
     # -- observe: models run once, nothing here depends on the policy -------------------------
-    def observe(self, media: Media, prompt: str | None) -> VideoObservation:
-        images = [f.image for f in media.frames]
-        obs = VideoObservation(probe=dataclasses.asdict(media.probe), notes=list(media.notes),
-                               frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in media.frames])
-        obs.errors.update(self.load_errors)
+    def _stage(self, obs: VideoObservation, name: str, fn: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        try:
+            fn()
+        except Exception as e:  # fail closed: recorded, the policy decides
+            log.exception("%s stage failed", name)
+            obs.errors[name] = f"{type(e).__name__}: {e}"
+        obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
-        def stage(name: str, fn: Callable[[], None]) -> None:
-            started = time.perf_counter()
-            try:
-                fn()
-            except Exception as e:  # fail closed: recorded, the policy decides
-                log.exception("%s stage failed", name)
-                obs.errors[name] = f"{type(e).__name__}: {e}"
-            obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
+    def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str]) -> VideoObservation:
+        """The frame stage: PDQ hashes, open_nsfw, CLIP embeddings of the sampled frames."""
+        images = [f.image for f in frames]
+        obs = VideoObservation(probe=probe, notes=notes,
+                               frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
+        obs.errors.update({k: v for k, v in self.load_errors.items() if k != "transcript"})
 
         def hashes() -> None:
             for sample, image in zip(obs.frames, images, strict=True):
@@ -101,28 +102,48 @@ class VideoGate:
                 obs.clip = [encode_vector(e) for e in self.clip.embed_images(images)]
                 obs.models["clip"] = self.clip.version
 
+        self._stage(obs, "hash", hashes)
+        self._stage(obs, "nsfw", nsfw)
+        self._stage(obs, "clip", clip)
+        return obs
+
+    def observe_audio(self, audio: np.ndarray | None) -> VideoObservation:
+        """The audio stage: Whisper with VAD, then each segment observed like a prompt."""
+        obs = VideoObservation(probe={}, frames=[])
+        if "transcript" in self.load_errors:
+            obs.errors["transcript"] = self.load_errors["transcript"]
+
         def speech() -> None:
             if self.transcriber is None:
                 return
             obs.models["transcript"] = self.transcriber.version
-            if media.audio is None or not len(media.audio):
+            if audio is None or not len(audio):
                 obs.transcript = []
                 return
-            transcript = self.transcriber.transcribe(media.audio)
+            transcript = self.transcriber.transcribe(audio)
             obs.language = transcript.language
             obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=self.prompts.observe(s.text))
                               for s in transcript.segments]
 
-        stage("hash", hashes)
-        stage("nsfw", nsfw)
-        stage("clip", clip)
-        stage("transcript", speech)
+        self._stage(obs, "transcript", speech)
+        return obs
+
+    def combine(self, frames: VideoObservation, audio: VideoObservation, prompt: str | None) -> VideoObservation:
+        obs = frames.model_copy(deep=True)
+        obs.language, obs.transcript = audio.language, audio.transcript
+        obs.errors.update(audio.errors)
+        obs.models.update(audio.models)
+        obs.timings_ms.update(audio.timings_ms)
         if prompt:
             obs.prompt = self.prompts.observe(prompt)
         for text_obs in [obs.prompt, *(s.observation for s in obs.transcript or [])]:
             if text_obs is not None:
                 obs.models.update(text_obs.models)
         return obs
+
+    def observe(self, media: Media, prompt: str | None) -> VideoObservation:
+        return self.combine(self.observe_frames(media.frames, dataclasses.asdict(media.probe), list(media.notes)),
+                            self.observe_audio(media.audio), prompt)
 
     # -- judge: pure policy work over an observation ------------------------------------------
     def zero_shot(self, policy: CompiledPolicy) -> ClipZeroShot | None:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from pydantic import ValidationError
 
+from pipeline import jobs
 from pipeline.gate import PromptGate
+from pipeline.media_store import LocalMediaStore
+from pipeline.metrics import DEAD_LETTERS
 from pipeline.prompts import announce_policy, handle_prompt
-from pipeline.records import Topics
+from pipeline.records import DeadLetter, JobMessage, Topics
 from pipeline.settings import Settings
 from pipeline.signal_store import LocalSignalStore
-from pipeline.state import RedisVectorCache, State
+from pipeline.state import JobLedger, RedisVectorCache, State
+from pipeline.video import VideoGate
+
+log = logging.getLogger("genguard.worker")
+TOPICS = (Topics.PROMPTS, Topics.VERDICTS, Topics.MEDIA, Topics.FRAMES, Topics.AUDIO, Topics.DECIDE, Topics.ALLOWED,
+          Topics.REVIEW, Topics.BLOCKED, Topics.AUDIT, Topics.DLQ)
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -32,16 +43,41 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
         topic_partitions=4,
         **broker_options(settings),
     )
-    topics = {name: app.topic(name, value_type=bytes, key_type=bytes)
-              for name in (Topics.PROMPTS, Topics.VERDICTS, Topics.AUDIT, Topics.DLQ)}
-    gate = gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
+    topics = {name: app.topic(name, value_type=bytes, key_type=bytes) for name in TOPICS}
+    cache = RedisVectorCache(settings)
+    gate = gate or PromptGate.from_settings(settings, cache)
     gate.warm()
     state = State(settings)
     store = LocalSignalStore(settings.signals_dir)
 
     async def publish(topic: str, key: str, value: bytes) -> None:
         fut = await topics[topic].send(key=key.encode(), value=value)
-        await fut  # acknowledged before the ledger marks the request done
+        await fut  # acknowledged before the ledger marks the work done
+
+    stages = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir),
+                         VideoGate.from_settings(settings, gate, cache), publish)
+
+    async def dead_letter(topic: str, raw: bytes, error: str) -> None:
+        DEAD_LETTERS.labels(topic).inc()
+        letter = DeadLetter(topic=topic, error=error, payload=raw.decode("utf-8", "replace")[:65536])
+        await publish(Topics.DLQ, "", letter.model_dump_json().encode())
+
+    def job_agent(topic: str, stage: Callable[[jobs.Stages, JobMessage], Awaitable[object]]) -> None:
+        async def run(stream: faust.StreamT[bytes]) -> None:
+            async for raw in stream:
+                try:
+                    msg = JobMessage.model_validate_json(raw)
+                except ValidationError as e:
+                    await dead_letter(topic, raw, str(e))
+                    continue
+                try:
+                    await stage(stages, msg)
+                except Exception as e:  # the lease runs out and the reconciler re-publishes the job
+                    log.exception("%s failed for %s", stage.__name__, msg.job_id)
+                    await dead_letter(topic, raw, f"{type(e).__name__}: {e}")
+
+        run.__name__ = stage.__name__
+        app.agent(topics[topic], name=f"genguard.{stage.__name__}")(run)
 
     @app.task
     async def record_policy() -> None:
@@ -51,5 +87,14 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     async def check_prompts(stream: faust.StreamT[bytes]) -> None:
         async for raw in stream:
             await handle_prompt(raw, gate, state, publish, store)
+
+    job_agent(Topics.MEDIA, jobs.sample)
+    job_agent(Topics.FRAMES, jobs.score_frames)
+    job_agent(Topics.AUDIO, jobs.transcribe)
+    job_agent(Topics.DECIDE, jobs.decide)
+
+    @app.timer(interval=settings.reconcile_every_s)
+    async def reconcile() -> None:
+        await jobs.reconcile(stages)
 
     return app

@@ -1,0 +1,199 @@
+"""Video jobs end to end: the real API over HTTP, a real worker process on the real embedded
+broker, the real Redis ledger, real media; including a worker killed mid-job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.api import create_app
+from pipeline.gate import PromptGate
+from pipeline.records import Topics
+from pipeline.settings import Settings
+from tests.conftest import free_port, json_or_none
+from tests.test_api import make_key
+from tests.test_video import clip, ffmpeg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def job_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings.model_copy(update={"var_dir": tmp_path_factory.mktemp("jobs-var"), "environment": "demo",
+                                       "job_lease_s": 4, "worker_name": f"jobs-{time.time_ns()}"})
+
+
+def start_worker(s: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
+           "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
+           "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
+           "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
+           "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
+    log = open(s.var_dir / f"worker-{time.time_ns()}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def worker(job_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [start_worker(job_settings)]
+    yield procs  # a test may replace the process (kill -9 and restart)
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def api(job_settings: Settings, gate: PromptGate) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(job_settings, gate), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def keys(job_settings: Settings) -> dict[str, str]:
+    return {"acme": make_key(job_settings, "acme", ["submit", "review"]),
+            "globex": make_key(job_settings, "globex", ["submit", "review"])}
+
+
+def upload(api: str, key: str, path: Path, prompt: str | None = None, job_id: str | None = None) -> httpx.Response:
+    data = {k: v for k, v in (("prompt", prompt), ("job_id", job_id)) if v}
+    with path.open("rb") as f:
+        return httpx.post(f"{api}/v1/videos", headers={"Authorization": f"Bearer {key}"},
+                          files={"video": (path.name, f, "video/mp4")}, data=data, timeout=30)
+
+
+def wait_for(api: str, key: str, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+        if job["status"] in ("allowed", "review", "blocked", "failed"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} not decided in {timeout}s: {job}")
+
+
+def audit_events(s: Settings, subject: str, seconds: float = 4) -> Counter[str]:
+    async def run() -> Counter[str]:
+        consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        seen: Counter[str] = Counter()
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for msgs in (await consumer.getmany(timeout_ms=300)).values():
+                    for m in msgs:
+                        if (r := json_or_none(m.value)) and r.get("subject") == subject:
+                            seen[r["event"]] += 1
+        finally:
+            await consumer.stop()
+        return seen
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("jobmedia")
+    wav = d / "s.wav"
+    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
+    out = d / "speech.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=6", "-i", str(wav), "-af", "adelay=1000|1000",
+           "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(out))
+    return out
+
+
+def test_upload_is_decided_with_evidence(api: str, keys: dict[str, str], worker: list, speech: Path,
+                                         job_settings: Settings) -> None:
+    r = upload(api, keys["acme"], speech, prompt="a colourful test pattern")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    job = wait_for(api, keys["acme"], job_id)
+    assert job["status"] == "blocked" and job["action"] == "block"
+    assert job["history"][0]["status"] == "queued"
+    assert {"sampling", "deciding", "blocked"} <= {h["status"] for h in job["history"]}
+    cats = {c["category"]: c for c in job["decision"]["categories"]}
+    assert any(m["source"].startswith("transcript") for m in cats["illicit/weapons"]["matches"])
+    png = httpx.get(f"{api}/v1/jobs/{job_id}/evidence.png", headers={"Authorization": f"Bearer {keys['acme']}"})
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert audit_events(job_settings, job_id)["video.decision"] == 1
+
+
+def test_bad_uploads_are_refused_and_recorded(api: str, keys: dict[str, str], tmp_path: Path) -> None:
+    cases = [(tmp_path / "empty.mp4", b"", 422, "empty_file"), (tmp_path / "junk.mp4", os.urandom(4096), 422,
+             "not_a_video"), (clip(tmp_path / "x.avi", seconds=1), None, 415, "unsupported_container")]
+    for path, data, status, code in cases:
+        if data is not None:
+            path.write_bytes(data)
+        job_id = f"bad-{code}-{time.time_ns()}"
+        r = upload(api, keys["acme"], path, job_id=job_id)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {keys['acme']}"}).json()
+        assert job["status"] == "failed" and job["error"]["code"] == code
+
+
+def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_path: Path,
+                             job_settings: Settings) -> None:
+    r = upload(api, keys["acme"], clip(tmp_path / "calm.mp4", seconds=3), prompt="a sexy dance on the beach")
+    job_id = r.json()["job_id"]
+    assert wait_for(api, keys["acme"], job_id)["status"] == "review"
+    auth = {"Authorization": f"Bearer {keys['acme']}"}
+    assert job_id in [j["job_id"] for j in httpx.get(f"{api}/v1/review", headers=auth).json()]
+    done = httpx.post(f"{api}/v1/review/{job_id}", headers=auth, json={"decision": "approve", "reason": "dance, ok"})
+    assert done.status_code == 200 and done.json()["status"] == "allowed" and done.json()["action"] == "allow"
+    again = httpx.post(f"{api}/v1/review/{job_id}", headers=auth, json={"decision": "reject", "reason": "changed"})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "not_in_review")
+    assert job_id not in [j["job_id"] for j in httpx.get(f"{api}/v1/review", headers=auth).json()]
+    assert audit_events(job_settings, job_id)["review.action"] == 1
+
+
+def test_other_tenants_cannot_see_jobs(api: str, keys: dict[str, str], tmp_path: Path) -> None:
+    job_id = upload(api, keys["acme"], clip(tmp_path / "mine.mp4", seconds=2)).json()["job_id"]
+    other = {"Authorization": f"Bearer {keys['globex']}"}
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/evidence.png"):
+        r = httpx.get(f"{api}{path}", headers=other)
+        assert (r.status_code, r.json()["error"]["code"]) == (404, "job_not_found")
+    r = httpx.post(f"{api}/v1/review/{job_id}", headers=other, json={"decision": "approve", "reason": "mine now"})
+    assert r.status_code == 404
+
+
+def test_worker_killed_mid_job_finishes_it_exactly_once(api: str, keys: dict[str, str], worker: list,
+                                                        speech: Path, job_settings: Settings) -> None:
+    job_id = upload(api, keys["acme"], speech).json()["job_id"]
+    auth = {"Authorization": f"Bearer {keys['acme']}"}
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth).json()["status"] in ("queued", "sampling"):
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.05)
+    worker[0].send_signal(signal.SIGKILL)  # mid-job: frames and audio stages under way
+    worker[0].wait(10)
+    assert httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth).json()["status"] not in ("blocked", "allowed")
+    worker.append(start_worker(job_settings))
+    job = wait_for(api, keys["acme"], job_id, timeout=150)
+    assert job["status"] == "blocked"
+    events = audit_events(job_settings, job_id, seconds=6)
+    assert events["video.decision"] == 1, events
+    assert sum(1 for h in job["history"] if h["status"] == "blocked") == 1
+    assert json.dumps(job).count('"illicit/weapons"') >= 1
