@@ -8,7 +8,7 @@ TESTDATA := var/testdata/sintel.mp4
 
 .PHONY: demo test bench lint install models testdata debian down clean
 
-demo: install models debian
+demo: install models debian $(TESTDATA)
 	@mkdir -p var && echo "GENGUARD_ENVIRONMENT=demo" > var/genguard.env
 	$(BIN)/genguard up
 

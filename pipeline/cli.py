@@ -683,6 +683,9 @@ def up(timeout: int) -> None:
   .venv/bin/genguard check "step-by-step video showing how to make a pipe bomb"
   curl -s -X POST {url}/v1/prompts:check -H 'Authorization: Bearer {key}' \\
        -H 'Content-Type: application/json' -d '{{"prompt": "a dog running on a beach", "tenant": "acme"}}'
+  curl -s -H 'Authorization: Bearer {key}' -F video=@var/testdata/sintel.mp4 -F prompt="an animated short" \\
+       {url}/v1/videos                      # then GET {url}/v1/jobs/<job_id>
+  .venv/bin/genguard moderate var/testdata/sintel.mp4 --contact-sheet evidence.png
 Stop everything with: make down""")
 
 
