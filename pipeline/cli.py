@@ -17,8 +17,9 @@ from pipeline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditSink
-    from pipeline.records import AuditEvent, AuditRecord
+    from pipeline.records import AuditEvent, AuditRecord, Verdict
     from pipeline.state import ApiKey
+    from policies.engine import Evaluation
 
 
 def _settings() -> Settings:
@@ -37,22 +38,27 @@ def main(verbose: bool) -> None:
 
 # -- prompt checks ---------------------------------------------------------------------------
 
-def _print_verdict(verdict: object) -> None:
-    from pipeline.records import Verdict
-
-    assert isinstance(verdict, Verdict)
-    colour = {"allow": "green", "review": "yellow", "block": "red"}[verdict.action]
-    click.secho(verdict.action.upper(), fg=colour, bold=True, nl=False)
-    click.echo(f"  policy {verdict.policy_id}@{verdict.policy_version}  request {verdict.request_id}"
-               f"  {verdict.latency_ms:.1f} ms")
-    for cat in verdict.categories:
+def _print_evaluation(ev: Evaluation, headline: str) -> None:
+    """The action in colour, what fired and why (with where it was seen), and failed signals."""
+    colour = {"allow": "green", "review": "yellow", "block": "red"}[ev.action]
+    click.secho(ev.action.upper(), fg=colour, bold=True, nl=False)
+    click.echo(f"  {headline}")
+    for cat in ev.categories:
         click.echo(f"  {cat.category:<20} {cat.severity:<8} -> {cat.action}")
         for m in cat.matches:
             score = f" {m.score:.3f}" if m.score is not None else ""
+            where = f"[{m.source}] " if m.source else ""
             capped = f" (capped by {m.capped_by})" if m.capped_by else ""
-            click.echo(f"      {m.kind}:{m.id}{score} {m.detail!s:.70}{capped}")
-    for name, err in verdict.errors.items():
+            click.echo(f"      {where}{m.kind}:{m.id}{score} {m.detail!s:.80}{capped}")
+    for name, err in ev.errors.items():
         click.secho(f"  signal {name} failed: {err} (fails closed)", fg="red")
+    if ev.unscored:
+        click.echo(f"  not scored (optional here): {', '.join(ev.unscored)}")
+
+
+def _print_verdict(verdict: Verdict) -> None:
+    _print_evaluation(verdict, f"policy {verdict.policy_id}@{verdict.policy_version}  request {verdict.request_id}"
+                               f"  {verdict.latency_ms:.1f} ms")
     if verdict.contexts:
         click.echo(f"  contexts: {', '.join(verdict.contexts)}")
 
@@ -313,20 +319,10 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
     if as_json:
         click.echo(decision.model_dump_json(indent=2))
     else:
-        colour = {"allow": "green", "review": "yellow", "block": "red"}[decision.action]
-        click.secho(decision.action.upper(), fg=colour, bold=True, nl=False)
         p = decision.probe
-        click.echo(f"  {decision.job_id}  {decision.policy_id}@{decision.policy_version}  {p['width']}x{p['height']} "
-                   f"{p['codec']} {p['duration_s']:.1f}s, {len(decision.frames)} frames sampled")
-        for cat in decision.categories:
-            click.echo(f"  {cat.category:<20} {cat.severity:<8} -> {cat.action}")
-            for m in cat.matches:
-                score = f" {m.score:.3f}" if m.score is not None else ""
-                click.echo(f"      [{m.source}] {m.kind}:{m.id}{score} {m.detail!s:.80}")
-        for name, err in decision.errors.items():
-            click.secho(f"  signal {name} failed: {err} (fails closed)", fg="red")
-        if decision.unscored:
-            click.echo(f"  not scored (optional here): {', '.join(decision.unscored)}")
+        _print_evaluation(decision, f"{decision.job_id}  {decision.policy_id}@{decision.policy_version}  "
+                                    f"{p['width']}x{p['height']} {p['codec']} {p['duration_s']:.1f}s, "
+                                    f"{len(decision.frames)} frames sampled")
         for seg in decision.transcript:
             click.echo(f"  said {seg['start']:.1f}-{seg['end']:.1f}s: {seg['text']}")
         click.echo("  timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in decision.timings_ms.items()))

@@ -19,8 +19,7 @@ class Labelled(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Score:
-    category: str
+class Counts:
     tp: int
     fp: int
     fn: int
@@ -32,6 +31,16 @@ class Score:
     @property
     def recall(self) -> float:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Score(Counts):
+    category: str
 
 
 def read_labelled(path: Path) -> list[Labelled]:
@@ -61,7 +70,7 @@ def score(rows: Iterable[Labelled], verdicts: Iterable[Verdict], categories: Ite
         tp = sum(has(truth) and has(pred) for truth, pred in pairs)
         fp = sum(not has(truth) and has(pred) for truth, pred in pairs)
         fn = sum(has(truth) and not has(pred) for truth, pred in pairs)
-        out.append(Score(cat, tp, fp, fn))
+        out.append(Score(tp=tp, fp=fp, fn=fn, category=cat))
     return out
 
 

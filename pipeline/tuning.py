@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.gate import PromptGate
-from pipeline.policytest import Labelled, flagged
+from pipeline.policytest import Counts, Labelled, flagged
 from pipeline.records import PromptRequest
 from policies import engine
 from policies.engine import CompiledPolicy
@@ -23,25 +23,9 @@ from policies.schema import SEVERITIES, Severity
 
 
 @dataclass(frozen=True, slots=True)
-class Point:
+class Point(Counts):
     threshold: float
-    tp: int
-    fp: int
-    fn: int
     tn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
 
 
 def curve(scores: Sequence[float], forced: Sequence[bool], labels: Sequence[bool]) -> list[Point]:
@@ -55,7 +39,7 @@ def curve(scores: Sequence[float], forced: Sequence[bool], labels: Sequence[bool
         tp = sum(p and y for p, y in zip(pred, labels, strict=True))
         fp = sum(p and not y for p, y in zip(pred, labels, strict=True))
         fn = sum(y and not p for p, y in zip(pred, labels, strict=True))
-        points.append(Point(t, tp, fp, fn, len(labels) - tp - fp - fn))
+        points.append(Point(tp=tp, fp=fp, fn=fn, threshold=t, tn=len(labels) - tp - fp - fn))
     return points
 
 
