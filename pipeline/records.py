@@ -122,7 +122,7 @@ class VideoObservation(BaseModel):
 
     probe: dict[str, str | int | float | bool | None]
     frames: list[FrameSample]
-    nsfw: list[float] | None = None
+    detectors: dict[str, list[float]] = Field({}, description="per-frame scores of each frame detector")
     clip: list[str] | None = Field(None, description="base64 float16 image embedding per frame")
     language: str | None = None
     transcript: list[Spoken] | None = None

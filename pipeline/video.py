@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ import numpy as np
 from classifiers.base import Classifier, ModelMissingError
 from classifiers.clip import ClipModel, ClipZeroShot
 from classifiers.nsfw import OpenNsfwClassifier
+from classifiers.nudenet import NudeNetClassifier
 from classifiers.pdq import HashIndex, pdq
 from classifiers.text_embedding import VectorCache
 from classifiers.whisper import FasterWhisperTranscriber
@@ -54,10 +55,10 @@ def _load(what: str, errors: dict[str, str], make: Callable[[], T]) -> T | None:
 
 
 class VideoGate:
-    def __init__(self, settings: Settings, prompts: PromptGate, nsfw: Classifier | None, clip: ClipModel | None,
+    def __init__(self, settings: Settings, prompts: PromptGate, detectors: Sequence[Classifier], clip: ClipModel | None,
                  transcriber: FasterWhisperTranscriber | None, hashes: HashIndex | None,
                  cache: VectorCache | None = None, load_errors: dict[str, str] | None = None) -> None:
-        self.settings, self.prompts, self.nsfw, self.clip = settings, prompts, nsfw, clip
+        self.settings, self.prompts, self.detectors, self.clip = settings, prompts, tuple(detectors), clip
         self.transcriber, self.hashes, self.cache = transcriber, hashes, cache
         self.load_errors = load_errors or {}
         self._zero_shot: dict[str, ClipZeroShot] = {}
@@ -65,11 +66,12 @@ class VideoGate:
     @classmethod
     def from_settings(cls, settings: Settings, prompts: PromptGate, cache: VectorCache | None = None) -> VideoGate:
         errors: dict[str, str] = {}
-        nsfw = _load("nsfw", errors, OpenNsfwClassifier)
+        detectors = [d for d in (_load("nsfw", errors, OpenNsfwClassifier),  # shipped, on by default
+                                 _load("nudenet", errors, NudeNetClassifier)) if d is not None]  # the extra
         clip = _load("clip", errors, lambda: ClipModel(settings.clip_model))
         whisper = _load("transcript", errors, lambda: FasterWhisperTranscriber(settings.whisper_model))
         hashes = _load("hash", errors, lambda: HashStore(settings.hashes_dir).index())
-        return cls(settings, prompts, nsfw, clip, whisper, hashes, cache, errors)
+        return cls(settings, prompts, detectors, clip, whisper, hashes, cache, errors)
 
     # -- observe: models run once, nothing here depends on the policy -------------------------
     def _stage(self, obs: VideoObservation, name: str, fn: Callable[[], None]) -> None:
@@ -82,7 +84,7 @@ class VideoGate:
         obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
     def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str]) -> VideoObservation:
-        """The frame stage: PDQ hashes, open_nsfw, CLIP embeddings of the sampled frames."""
+        """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), CLIP embeddings."""
         images = [f.image for f in frames]
         obs = VideoObservation(probe=probe, notes=notes,
                                frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
@@ -92,10 +94,11 @@ class VideoGate:
             for sample, image in zip(obs.frames, images, strict=True):
                 sample.pdq, sample.pdq_quality = pdq(image)
 
-        def nsfw() -> None:
-            if self.nsfw is not None:
-                obs.nsfw = [round(float(x), 5) for x in self.nsfw.score(images)[:, 0]]
-                obs.models["nsfw"] = self.nsfw.version
+        def detector(d: Classifier) -> Callable[[], None]:
+            def run() -> None:
+                obs.detectors[d.name] = [round(float(x), 5) for x in d.score(images)[:, 0]]
+                obs.models[d.name] = d.version
+            return run
 
         def clip() -> None:
             if self.clip is not None:
@@ -103,7 +106,8 @@ class VideoGate:
                 obs.models["clip"] = self.clip.version
 
         self._stage(obs, "hash", hashes)
-        self._stage(obs, "nsfw", nsfw)
+        for d in self.detectors:
+            self._stage(obs, d.name, detector(d))
         self._stage(obs, "clip", clip)
         return obs
 
@@ -159,11 +163,10 @@ class VideoGate:
         sig = Signals(modality="frames", environment=self.settings.environment)
         used: dict[int, list[str]] = {}
         per_frame: dict[str, dict[str, np.ndarray]] = {}
-        for name in ("nsfw", "clip", "hash"):
-            if name in obs.errors:
+        for name, spec in policy.policy.signals.items():
+            if spec.modality == "frames" and name in obs.errors:
                 sig.errors[name] = obs.errors[name]
-        if obs.nsfw is not None:
-            per_frame["nsfw"] = {"*": np.array(obs.nsfw)}
+        per_frame.update({name: {"*": np.array(scores)} for name, scores in obs.detectors.items()})
         zs = self.zero_shot(policy)
         if obs.clip is not None and zs is not None:
             scores = zs.score_embeddings(np.stack([decode_vector(e) for e in obs.clip]))

@@ -171,7 +171,7 @@ def test_benign_real_footage_passes(video_gate: VideoGate) -> None:
     decision, _, _ = video_gate.run(SINTEL, "an animated fantasy short film", "default", "job-sintel")
     assert decision.action == "allow", decision.model_dump_json(indent=1)
     assert "blood" in decision.transcript[0]["text"].lower()  # "your blood's still flowing": benign
-    nsfw = video_gate.observe(decode(SINTEL, Limits()), None).nsfw or [1.0]
+    nsfw = video_gate.observe(decode(SINTEL, Limits()), None).detectors["nsfw"]
     assert max(nsfw) < 0.85  # one close-up frame scores ~0.54; the two-frame rule keeps it from deciding
 
 
@@ -190,7 +190,7 @@ def test_benign_photos_pass(video_gate: VideoGate, media_dir: Path) -> None:
     ffmpeg("-framerate", "1", "-i", str(media_dir / "p%02d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p",
            "-r", "25", str(show))
     decision, _, obs = video_gate.run(show, None, "default", "job-photos")
-    assert len(obs.frames) >= 16 and obs.nsfw is not None and max(obs.nsfw) < 0.3
+    assert len(obs.frames) >= 16 and max(obs.detectors["nsfw"]) < 0.3
     assert decision.action == "allow", decision.categories
 
 
@@ -236,12 +236,12 @@ class Scripted:
 
 def test_a_failing_stage_never_allows(video_gate: VideoGate, media_dir: Path) -> None:
     benign = clip(media_dir / "fine.mp4", seconds=3)
-    broken = VideoGate(video_gate.settings, video_gate.prompts, Raises(), None, video_gate.transcriber, None)
+    broken = VideoGate(video_gate.settings, video_gate.prompts, [Raises()], None, video_gate.transcriber, None)
     decision, _, _ = broken.run(benign, None, "default", "job-broken")
     assert decision.action in ("review", "block")
     assert "frames:nsfw" in decision.errors and "GPU fell off the bus" in decision.errors["frames:nsfw"]
     production = video_gate.settings.model_copy(update={"environment": "production"})
-    strict = VideoGate(production, video_gate.prompts, video_gate.nsfw, None, video_gate.transcriber,
+    strict = VideoGate(production, video_gate.prompts, video_gate.detectors, None, video_gate.transcriber,
                        video_gate.hashes, load_errors={"clip": "CLIP model missing: var/models/clip/image.onnx"})
     decision, _, _ = strict.run(benign, None, "default", "job-no-clip")
     assert decision.action == "review" and "var/models/clip/image.onnx" in decision.errors["frames:clip"]
@@ -249,10 +249,10 @@ def test_a_failing_stage_never_allows(video_gate: VideoGate, media_dir: Path) ->
 
 def test_one_noisy_frame_reviews_nothing_but_a_sustained_signal_does(video_gate: VideoGate, media_dir: Path) -> None:
     benign = clip(media_dir / "five.mp4", seconds=4.5)  # 5 uniform samples + last
-    spike = VideoGate(video_gate.settings, video_gate.prompts, Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1]), None,
+    spike = VideoGate(video_gate.settings, video_gate.prompts, [Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1])], None,
                       video_gate.transcriber, video_gate.hashes)
     assert spike.run(benign, None, "default", "job-spike")[0].action == "allow"
-    held = VideoGate(video_gate.settings, video_gate.prompts, Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1]), None,
+    held = VideoGate(video_gate.settings, video_gate.prompts, [Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1])], None,
                      video_gate.transcriber, video_gate.hashes)
     decision = held.run(benign, None, "default", "job-held")[0]
     assert decision.action == "block"
