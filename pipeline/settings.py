@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
         default=None, description="Exported CLIP towers (genguard models export --clip-dir); default var/models/clip.")
     whisper_model_dir: Path | None = Field(
         default=None, description="CTranslate2 Whisper model; default var/models/whisper-base (assembled on export).")
+    whisper_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     max_upload_bytes: int = 500 * 1024 * 1024
     max_video_seconds: float = 300.0
     max_video_side: int = 3840

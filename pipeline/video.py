@@ -24,7 +24,12 @@ from classifiers.nsfw import OpenNsfwClassifier
 from classifiers.nudenet import NudeNetClassifier
 from classifiers.pdq import HashIndex, pdq
 from classifiers.text_embedding import VectorCache
-from classifiers.whisper import FasterWhisperTranscriber
+from classifiers.whisper import (
+    OPENAI_CHECKPOINT,
+    FasterWhisperTranscriber,
+    OpenAIWhisperTranscriber,
+    Transcriber,
+)
 from pipeline.gate import PromptGate, decode_vector, encode_vector
 from pipeline.hashes import HashStore
 from pipeline.media import Frame, Limits, Media, decode
@@ -54,9 +59,16 @@ def _load(what: str, errors: dict[str, str], make: Callable[[], T]) -> T | None:
         return None
 
 
+def transcriber(settings: Settings) -> Transcriber:
+    """The configured Whisper backend over the same weights (GENGUARD_WHISPER_BACKEND)."""
+    if settings.whisper_backend == "openai-whisper":
+        return OpenAIWhisperTranscriber(settings.whisper_model / OPENAI_CHECKPOINT)
+    return FasterWhisperTranscriber(settings.whisper_model)
+
+
 class VideoGate:
     def __init__(self, settings: Settings, prompts: PromptGate, detectors: Sequence[Classifier], clip: ClipModel | None,
-                 transcriber: FasterWhisperTranscriber | None, hashes: HashIndex | None,
+                 transcriber: Transcriber | None, hashes: HashIndex | None,
                  cache: VectorCache | None = None, load_errors: dict[str, str] | None = None) -> None:
         self.settings, self.prompts, self.detectors, self.clip = settings, prompts, tuple(detectors), clip
         self.transcriber, self.hashes, self.cache = transcriber, hashes, cache
@@ -69,7 +81,7 @@ class VideoGate:
         detectors = [d for d in (_load("nsfw", errors, OpenNsfwClassifier),  # shipped, on by default
                                  _load("nudenet", errors, NudeNetClassifier)) if d is not None]  # the extra
         clip = _load("clip", errors, lambda: ClipModel(settings.clip_model))
-        whisper = _load("transcript", errors, lambda: FasterWhisperTranscriber(settings.whisper_model))
+        whisper = _load("transcript", errors, lambda: transcriber(settings))
         hashes = _load("hash", errors, lambda: HashStore(settings.hashes_dir).index())
         return cls(settings, prompts, detectors, clip, whisper, hashes, cache, errors)
 
