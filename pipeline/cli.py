@@ -18,8 +18,10 @@ from pipeline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from pipeline.audit import AuditSink
+    from pipeline.gate import PromptGate
     from pipeline.records import AuditEvent, AuditRecord, Verdict
     from pipeline.state import ApiKey
+    from pipeline.video import VideoGate
     from policies.engine import Evaluation
 
 
@@ -118,26 +120,32 @@ def lint(files: tuple[Path, ...], base: Path | None) -> None:
 @click.option("--show-errors", is_flag=True, help="List every misclassified prompt.")
 def policy_test(labelled: Path, tenant: str, show_errors: bool) -> None:
     """Per-category precision and recall of the policy on a labelled JSONL file."""
-    from pipeline.gate import PromptGate
-    from pipeline.policytest import flagged, read_labelled, report, score
-    from pipeline.prompts import decide
-    from pipeline.records import PromptRequest
-    from pipeline.state import RedisVectorCache
+    from pipeline.policytest import judge_rows, read_labelled, report, score
 
-    settings = _settings()
-    gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
     rows = read_labelled(labelled)
-    with click.progressbar(rows, label=f"checking {len(rows)} prompts", file=sys.stderr) as bar:
-        verdicts = [decide(gate, PromptRequest(tenant=tenant, prompt=r.text, actor="policy-test"), "cli")
-                    for r in bar]
+    gate, video = _gates(any(r.media for r in rows))
+    with click.progressbar(rows, label=f"checking {len(rows)} examples", file=sys.stderr) as bar:
+        verdicts = judge_rows(gate, video, bar, tenant)
     policy = gate.policy_for(tenant)
     cats = [c for c, spec in policy.policy.categories.items() if spec.reportable]
-    click.echo(f"policy {policy.id}@{policy.version} on {labelled} ({len(rows)} prompts)")
+    click.echo(f"policy {policy.id}@{policy.version} on {labelled} ({len(rows)} examples)")
     click.echo(report(score(rows, verdicts, cats)))
     if show_errors:
         for r, v in zip(rows, verdicts, strict=True):
-            if set(r.categories) != flagged(v):
-                click.echo(f"  want {sorted(r.categories)} got {sorted(flagged(v))}: {r.text}")
+            if set(r.categories) != v.flagged():
+                click.echo(f"  want {sorted(r.categories)} got {sorted(v.flagged())}: {r.media or r.text}")
+
+
+def _gates(with_video: bool) -> tuple[PromptGate, VideoGate | None]:
+    """The prompt gate with its models, and the video gate too when labelled videos need it."""
+    from pipeline.gate import PromptGate
+    from pipeline.state import RedisVectorCache
+    from pipeline.video import VideoGate
+
+    settings = _settings()
+    cache = RedisVectorCache(settings)
+    gate = PromptGate.from_settings(settings, cache)
+    return gate, VideoGate.from_settings(settings, gate, cache) if with_video else None
 
 
 @policy.command()
@@ -170,12 +178,14 @@ def replay(candidate: Path, since: str, tenant: str | None, show: int, as_json: 
     from pipeline.replay import replay as run_replay
     from pipeline.signal_store import LocalSignalStore
     from pipeline.timeutil import parse_since
+    from pipeline.video import VideoGate
 
     settings = _settings()
     # the encoder embeds the candidate's exemplar phrases only; stored prompts keep their embeddings
     gate = PromptGate(settings, encoder=TextEncoder(settings.text_model))
-    rows = LocalSignalStore(settings.signals_dir).scan(parse_since(since), tenant)
-    diff = run_replay(gate, rows, candidate)
+    rows = list(LocalSignalStore(settings.signals_dir).scan(parse_since(since), tenant))
+    video = VideoGate.from_settings(settings, gate) if any(r.video for r in rows) else None
+    diff = run_replay(gate, rows, candidate, video)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(diff), indent=2, default=str))
     else:
@@ -215,18 +225,16 @@ def tune(labelled: Path, category: str, signal: str, target_precision: float | N
     """Find the SIGNAL threshold for CATEGORY that meets a target precision or recall on LABELLED."""
     import yaml
 
-    from pipeline.gate import PromptGate
     from pipeline.policytest import read_labelled
-    from pipeline.state import RedisVectorCache
     from pipeline.tuning import choose, draw, overlay, study, write_overlay
 
     if (target_precision is None) == (target_recall is None):
         raise click.UsageError("give exactly one of --target-precision and --target-recall")
     settings = _settings()
-    gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
     rows = read_labelled(labelled)
-    click.echo(f"scoring {len(rows)} labelled prompts ...", err=True)
-    st = study(gate, rows, category, signal, tenant)
+    gate, video = _gates(any(r.media for r in rows))
+    click.echo(f"scoring {len(rows)} labelled examples ...", err=True)
+    st = study(gate, rows, category, signal, tenant, video)
     chosen = choose(st.points, target_precision, target_recall)
     click.echo(f"{'threshold':>9} {'precision':>9} {'recall':>7} {'f1':>6}  tp  fp  fn   (where recall steps)")
     steps = [p for i, p in enumerate(st.points) if i == 0 or p.recall != st.points[i - 1].recall or p is chosen]

@@ -27,12 +27,14 @@ from pipeline.records import (
     Job,
     JobMessage,
     JobStatus,
+    StoredSignals,
     Topics,
     VideoDecision,
     VideoObservation,
     new_id,
 )
 from pipeline.settings import Settings
+from pipeline.signal_store import SignalStore
 from pipeline.state import JobLedger, State
 from pipeline.video import VideoGate, limits_of
 
@@ -51,6 +53,7 @@ class Stages:
     store: MediaStore
     gate: VideoGate | None  # the API submits and reviews without loading models
     publish: Publish
+    signals: SignalStore | None = None  # observations kept for replay
 
     @property
     def video(self) -> VideoGate:
@@ -177,8 +180,12 @@ async def decide(st: Stages, msg: JobMessage) -> VideoDecision | None:
         frames.errors["frames"] = "no frames were scored"
     gate = st.video
     policy = gate.prompts.policy_for(job.tenant)
-    decision = await st.run(
-        lambda: gate.judge(gate.combine(frames, audio, job.prompt), policy, job.job_id, job.tenant), "decide")
+    observation = gate.combine(frames, audio, job.prompt)
+    decision = await st.run(lambda: gate.judge(observation, policy, job.job_id, job.tenant), "decide")
+    if st.signals is not None:
+        st.signals.append(StoredSignals(subject=job.job_id, tenant=job.tenant, video=observation, prompt=job.prompt,
+                                        action=decision.action, categories=sorted(decision.flagged()),
+                                        policy_id=decision.policy_id, policy_version=decision.policy_version))
     status, topic = OUTCOME[decision.action]
     await st.jobs.update(job.job_id, status, decision=decision.model_dump(mode="json"))
     await st.audit(AuditRecord(

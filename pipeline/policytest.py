@@ -1,4 +1,4 @@
-"""``genguard policy test``: per-category precision and recall of a policy on labelled prompts."""
+"""``genguard policy test``: per-category precision and recall of a policy on labelled prompts and videos."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.records import Verdict
+from pipeline.gate import PromptGate
+from pipeline.prompts import decide
+from pipeline.records import PromptRequest
+from pipeline.video import VideoGate
+from policies.engine import Evaluation
 
 
 class Labelled(BaseModel):
-    text: str
+    """A labelled example: a prompt (``text``), or a video (``media``, with its prompt in ``text``)."""
+
+    text: str = ""
+    media: str | None = None
     categories: list[str] = []
     note: str = ""
 
@@ -55,14 +62,22 @@ def read_labelled(path: Path) -> list[Labelled]:
     return rows
 
 
-def flagged(verdict: Verdict) -> set[str]:
-    """Categories the verdict acted on (review or block)."""
-    return {c.category for c in verdict.categories if c.action != "allow"}
+def judge_rows(gate: PromptGate, video: VideoGate | None, rows: Iterable[Labelled], tenant: str) -> list[Evaluation]:
+    """The live decision on every labelled row: prompts through the prompt gate, videos through the video gate."""
+    out: list[Evaluation] = []
+    for n, row in enumerate(rows):
+        if row.media is None:
+            out.append(decide(gate, PromptRequest(tenant=tenant, prompt=row.text, actor="policy-test"), "cli"))
+        elif video is None:
+            raise ValueError(f"{row.media}: labelled videos need the video gate")
+        else:
+            out.append(video.run(Path(row.media), row.text or None, tenant, f"labelled-{n}")[0])
+    return out
 
 
-def score(rows: Iterable[Labelled], verdicts: Iterable[Verdict], categories: Iterable[str]) -> list[Score]:
+def score(rows: Iterable[Labelled], verdicts: Iterable[Evaluation], categories: Iterable[str]) -> list[Score]:
     """Per category, plus ``any`` (was harmful content flagged at all)."""
-    pairs = [(set(r.categories), flagged(v)) for r, v in zip(rows, verdicts, strict=True)]
+    pairs = [(set(r.categories), v.flagged()) for r, v in zip(rows, verdicts, strict=True)]
     out = []
     for cat in [*categories, "any"]:
         def has(s: set[str], c: str = cat) -> bool:

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from pipeline.gate import InputError, PromptGate, audit_record
 from pipeline.metrics import CHECK_SECONDS, DEAD_LETTERS, VERDICTS
-from pipeline.policytest import flagged
 from pipeline.records import AuditRecord, DeadLetter, PromptRequest, StoredSignals, Topics, Verdict
 from pipeline.signal_store import SignalStore
 from pipeline.state import State
@@ -60,7 +59,7 @@ def decide(gate: PromptGate, request: PromptRequest, source: str,
     if store is not None and obs is not None:
         try:
             store.append(StoredSignals(subject=request.request_id, tenant=request.tenant, observation=obs,
-                                       action=verdict.action, categories=sorted(flagged(verdict)),
+                                       action=verdict.action, categories=sorted(verdict.flagged()),
                                        policy_id=verdict.policy_id, policy_version=verdict.policy_version))
         except OSError:  # replay loses one row; the decision itself is audited
             log.exception("signal store write failed for %s", request.request_id)

@@ -149,12 +149,15 @@ class VideoDecision(Evaluation):
 
 
 class StoredSignals(BaseModel):
-    """One line of the signal store that replay reads: the observation and the live decision."""
+    """One line of the signal store that replay reads: the observation (of a prompt or of a
+    video) and the live decision."""
 
     subject: str
     tenant: str
     time: datetime = Field(default_factory=utcnow)
-    observation: Observation
+    observation: Observation | None = None
+    video: VideoObservation | None = None
+    prompt: str | None = Field(None, description="the prompt a video was generated from, if given")
     action: Action
     categories: list[str]
     policy_id: str

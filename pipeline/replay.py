@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.gate import PromptGate
-from pipeline.policytest import flagged
-from pipeline.records import PromptRequest, StoredSignals, Verdict
+from pipeline.records import PromptRequest, StoredSignals
+from pipeline.video import VideoGate
 from policies import engine
-from policies.engine import CompiledPolicy
+from policies.engine import CompiledPolicy, Evaluation
 from policies.loader import is_overlay
 from policies.schema import ACTIONS, Action
 
@@ -43,7 +43,7 @@ class ReplayDiff:
     changes: list[Change] = field(default_factory=list)
 
 
-def evidence(verdict: Verdict) -> str:
+def evidence(verdict: Evaluation) -> str:
     parts = []
     for c in verdict.categories:
         why = ", ".join(f"{m.id} {m.score:.2f}" if m.score is not None else m.id for m in c.matches)
@@ -61,14 +61,24 @@ def candidate_policies(gate: PromptGate, candidate: Path) -> Callable[[str], Com
     return lambda t: gate.policy_for(t, candidate)
 
 
-def replay(gate: PromptGate, rows: Iterable[StoredSignals], candidate: Path) -> ReplayDiff:
+def replay(gate: PromptGate, rows: Iterable[StoredSignals], candidate: Path,
+           video: VideoGate | None = None) -> ReplayDiff:
+    """Re-judge each stored prompt (with ``gate``) or video (with ``video``) under the candidate."""
     diff = ReplayDiff()
     policy_for = candidate_policies(gate, candidate)
     for row in rows:
         policy = policy_for(row.tenant)
-        request = PromptRequest(request_id=row.subject, tenant=row.tenant, prompt=row.observation.text)
-        after = gate.judge(request, row.observation, policy)
-        after_cats = tuple(sorted(flagged(after)))
+        after: Evaluation
+        if row.video is not None:
+            if video is None:
+                raise ValueError(f"{row.subject} is a video: replaying it needs the video gate")
+            after = video.judge(row.video, policy, row.subject, row.tenant)
+        elif row.observation is not None:
+            request = PromptRequest(request_id=row.subject, tenant=row.tenant, prompt=row.observation.text)
+            after = gate.judge(request, row.observation, policy)
+        else:
+            continue
+        after_cats = tuple(sorted(after.flagged()))
         diff.total += 1
         diff.live[f"{row.policy_id}@{row.policy_version}"] += 1
         diff.candidate[f"{policy.id}@{policy.version}"] += 1

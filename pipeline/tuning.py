@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 
 from pipeline.gate import PromptGate
-from pipeline.policytest import Counts, Labelled, flagged
+from pipeline.media import decode
+from pipeline.policytest import Counts, Labelled
 from pipeline.records import PromptRequest
+from pipeline.video import VideoGate, limits_of
 from policies import engine
 from policies.engine import CompiledPolicy
 from policies.schema import SEVERITIES, Severity
@@ -72,22 +74,38 @@ class Study:
     points: list[Point]
 
 
-def study(gate: PromptGate, rows: Sequence[Labelled], category: str, signal: str, tenant: str) -> Study:
+def _row_score(gate: PromptGate, video: VideoGate | None, row: Labelled, policy: CompiledPolicy,
+               without: CompiledPolicy, category: str, signal: str, tenant: str) -> tuple[float, bool]:
+    """A row's score on ``signal`` for ``category``, and whether the policy flags it without that signal."""
+    if row.media is None:
+        obs = gate.observe(row.text)
+        per_cat = gate.signals_for(obs, policy).scores.get(signal, {})
+        forced = category in gate.judge(PromptRequest(tenant=tenant, prompt=row.text), obs, without).flagged()
+        return per_cat.get(category, per_cat.get("*", 0.0)), forced
+    if video is None:
+        raise ValueError(f"{row.media}: labelled videos need the video gate")
+    vobs = video.observe(decode(Path(row.media), limits_of(video.settings)), row.text or None)
+    if policy.policy.signals[signal].modality == "frames":
+        score = video.frame_signals(vobs, policy)[0].scores.get(signal, {}).get(category, 0.0)
+    else:  # a text signal: the highest over the prompt and every spoken segment
+        texts = [o for o in (vobs.prompt, *(s.observation for s in vobs.transcript or [])) if o is not None]
+        score = max((gate.signals_for(o, policy).scores.get(signal, {}).get(category, 0.0) for o in texts), default=0.0)
+    return score, category in video.judge(vobs, without, "tune", tenant).flagged()
+
+
+def study(gate: PromptGate, rows: Sequence[Labelled], category: str, signal: str, tenant: str,
+          video: VideoGate | None = None) -> Study:
     """Observe every labelled row once; score it on ``signal`` and ask whether anything else flags it."""
     policy = gate.policy_for(tenant)
     if category not in policy.categories:
         raise ValueError(f"category {category!r} is not in policy {policy.id}")
+    if signal not in policy.policy.signals:
+        raise ValueError(f"signal {signal!r} is not declared in policy {policy.id}")
     data = policy.policy.model_dump()
     data["categories"][category]["thresholds"].pop(signal, None)
     without = engine.compile_policy(type(policy.policy).model_validate(data))
-    scores, forced = [], []
-    for row in rows:
-        obs = gate.observe(row.text)
-        sig = gate.signals_for(obs, policy)
-        per_cat = sig.scores.get(signal, {})
-        scores.append(per_cat.get(category, per_cat.get("*", 0.0)))
-        req = PromptRequest(tenant=tenant, prompt=row.text)
-        forced.append(category in flagged(gate.judge(req, obs, without)))
+    pairs = [_row_score(gate, video, row, policy, without, category, signal, tenant) for row in rows]
+    scores, forced = [p[0] for p in pairs], [p[1] for p in pairs]
     labels = [category in r.categories for r in rows]
     return Study(category, signal, firing_level(policy, category), scores, forced, labels,
                  curve(scores, forced, labels))

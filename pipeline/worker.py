@@ -55,7 +55,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
         await fut  # acknowledged before the ledger marks the work done
 
     stages = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir),
-                         VideoGate.from_settings(settings, gate, cache), publish)
+                         VideoGate.from_settings(settings, gate, cache), publish, store)
 
     async def dead_letter(topic: str, raw: bytes, error: str) -> None:
         DEAD_LETTERS.labels(topic).inc()

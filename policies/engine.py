@@ -136,6 +136,10 @@ class Evaluation(BaseModel):
     unscored: list[str] = []
     errors: dict[str, str] = {}
 
+    def flagged(self) -> set[str]:
+        """The categories this evaluation acts on (review or block)."""
+        return {c.category for c in self.categories if c.action != "allow"}
+
 
 Fired = dict[str, list[Match]]
 

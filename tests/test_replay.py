@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.gate import PromptGate
-from pipeline.policytest import flagged
 from pipeline.prompts import decide
 from pipeline.records import PromptRequest
 from pipeline.replay import render, replay
@@ -51,7 +50,7 @@ def test_weapons_to_review_diff(gate: PromptGate, stored: tuple, tmp_path: Path)
     expected = {}
     for rid, v in live.items():
         others = [c.action for c in v.categories if c.category != "illicit/weapons"]
-        if v.action == "block" and "illicit/weapons" in flagged(v) and "block" not in others:
+        if v.action == "block" and "illicit/weapons" in v.flagged() and "block" not in others:
             expected[rid] = "review"
     assert {"r1", "r2"} <= set(expected) and "r6" not in expected  # r6 also blocks for violence
     diff = replay(gate, store.scan(), candidate)
