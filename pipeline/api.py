@@ -5,6 +5,7 @@ Errors always have the shape ``{"error": {"code": ..., "message": ...}}``.
 
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import tempfile
@@ -18,12 +19,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis import RedisError
 
-from pipeline import __version__, jobs
+from pipeline import __version__, jobs, provenance, release
 from pipeline.audit import AuditSink
 from pipeline.evidence import contact_sheet
 from pipeline.gate import PromptGate, audit_record
@@ -92,6 +93,15 @@ def job_view(job: Job) -> JobView:
     return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, history=job.history,
                    action=((job.review or {}).get("decision") and ("allow" if job.status == "allowed" else "block"))
                    or (decided or {}).get("action"), error=job.error, decision=decided, review=job.review)
+
+
+class VerifyReport(BaseModel):
+    present: bool
+    state: str | None = None
+    codes: list[str] = []
+    signer: str | None = None
+    assertions: dict[str, Any] = {}
+    error: str | None = None
 
 
 class ReviewBody(BaseModel):
@@ -179,9 +189,10 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         # uploads have their own, larger cap, enforced again while streaming (multipart adds a little)
-        limit = settings.max_upload_bytes + 65536 if request.url.path == "/v1/videos" else settings.max_body_bytes
+        uploads = ("/v1/videos", "/v1/verify")
+        limit = settings.max_upload_bytes + 65536 if request.url.path in uploads else settings.max_body_bytes
         if length and length.isdigit() and int(length) > limit:
-            code = "too_large" if request.url.path == "/v1/videos" else "body_too_large"
+            code = "too_large" if request.url.path in uploads else "body_too_large"
             return JSONResponse({"error": {"code": code, "message": f"body has {length} bytes; the limit is {limit}"}},
                                 status_code=413)
         return await call_next(request)
@@ -291,6 +302,33 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         frames = await asyncio.to_thread(services(request).stages.store.load_frames, job_id)
         png = await asyncio.to_thread(contact_sheet, decision, [f.image for f in frames])
         return Response(png, media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}, **ERRORS}, tags=["videos"])
+    async def released_video(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]
+                             ) -> FileResponse:
+        """The released file: moving visible watermark and signed C2PA manifest. Owner tenant only."""
+        job = await owned_job(request, job_id, key)
+        if job.status != "released" or not job.released_uri:
+            raise ApiError(409, "not_released", f"job {job_id} is {job.status}; nothing released")
+        path = services(request).stages.store.local_path(job.released_uri)
+        return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+
+    @app.post("/v1/verify", response_model=VerifyReport, responses=ERRORS, tags=["provenance"])
+    async def verify_video(key: Annotated[ApiKey, Depends(require("check"))],
+                           video: Annotated[UploadFile, File(description="An MP4 or MOV to check")]) -> VerifyReport:
+        """Is there a C2PA manifest, who signed it, is it valid and trusted, what does it say?"""
+        tmp_dir = settings.var_dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".mp4") as tmp:
+            size = 0
+            while chunk := await video.read(1 << 20):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
+                tmp.write(chunk)
+            tmp.flush()
+            found = await asyncio.to_thread(provenance.read, Path(tmp.name), release.trust_anchors(settings))
+        return VerifyReport(**dataclasses.asdict(found))
 
     @app.get("/v1/review", response_model=list[JobView], responses=ERRORS, tags=["review"])
     async def review_queue(request: Request, key: Annotated[ApiKey, Depends(require("review"))]) -> list[JobView]:

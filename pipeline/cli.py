@@ -347,6 +347,48 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
     sys.exit({"allow": 0, "review": 1, "block": 2}[decision.action])
 
 
+@main.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trust", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="PEM trust anchors (default: GENGUARD_TRUST_ANCHORS_PATH, else the dev root if present).")
+@click.option("--json", "as_json", is_flag=True)
+def verify(video: Path, trust: Path | None, as_json: bool) -> None:
+    """Check VIDEO's C2PA manifest: present, signer, validation state and codes, what it says.
+    Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
+    import dataclasses
+
+    from pipeline import provenance, release
+
+    settings = _settings()
+    anchors = trust.read_bytes() if trust else release.trust_anchors(settings)
+    found = provenance.read(video, anchors)
+    ok = found.present and found.state in ("Valid", "Trusted")
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(found), indent=2))
+        sys.exit(0 if ok else 1)
+    if not found.present:
+        click.secho(f"{video}: no C2PA manifest", fg="red")
+        sys.exit(1)
+    trusted = "signingCredential.trusted" in found.codes
+    click.secho(f"{video}: manifest {found.state}" + ("" if trusted else " (signer untrusted)"),
+                fg="green" if ok and trusted else "yellow" if ok else "red")
+    click.echo(f"  signer: {found.signer}")
+    actions = (found.assertions.get("c2pa.actions.v2") or {}).get("actions", [])
+    for action in actions:
+        click.echo(f"  action: {action.get('action')} {action.get('digitalSourceType', '')}")
+    moderation = found.assertions.get(provenance.MODERATION_LABEL)
+    if moderation:
+        click.echo(f"  moderation: {moderation.get('decision')} job {moderation.get('job_id')} policy "
+                   f"{moderation.get('policy_id')}@{moderation.get('policy_version')}")
+    click.echo("  codes: " + ", ".join(found.codes))
+    if found.error:
+        click.echo(f"  error: {found.error}")
+    if not settings.tsa_url:
+        click.echo("  note: signed without a timestamp authority; once the certificate expires the signature "
+                   "reads as outside its validity (set GENGUARD_TSA_URL)")
+    sys.exit(0 if ok else 1)
+
+
 @main.group()
 def hashes() -> None:
     """Known-content hash lists (PDQ) that policies name under hash_lists."""

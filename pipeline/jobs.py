@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pipeline import release as release_mod
 from pipeline.media import MediaError, decode, probe
 from pipeline.media_store import MediaStore
 from pipeline.records import (
@@ -214,6 +215,24 @@ async def review(st: Stages, job_id: str, tenant: str, reviewer: str, approve: b
     return job
 
 
+async def release(st: Stages, msg: JobMessage) -> Job | None:
+    """Watermark and sign an allowed job; a redelivery reuses the file already signed, never a second one."""
+    job = await st.once("release", msg)
+    if job is None or job.status != "allowed":
+        return None
+    dest = st.store.released_path(job.job_id)
+    if not dest.exists():
+        signer = release_mod.sign_with(st.settings)
+        await st.run(lambda: release_mod.release_file(st.store.local_path(job.media_uri), dest, job, signer), "release")
+    job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
+    await st.audit(AuditRecord(event="video.released", actor=f"worker:{st.settings.worker_name}", tenant=job.tenant,
+                               subject=job.job_id, content_sha256=hashlib.sha256(dest.read_bytes()).hexdigest(),
+                               action="allow", reason="visible watermark + signed C2PA manifest"))
+    await st.send(Topics.RELEASED, job)
+    await st.state.complete("job-release", job.job_id, "done")
+    return job
+
+
 async def reconcile(st: Stages) -> list[str]:
     """Re-publish jobs whose lease ran out in a non-terminal state (their worker died)."""
     resent = []
@@ -222,7 +241,9 @@ async def reconcile(st: Stages) -> list[str]:
         if job is None or job.status in (*TERMINAL, "review"):
             continue
         await st.jobs.touch(job_id)
-        if job.status in ("queued", "sampling"):
+        if job.status == "allowed":
+            await st.send(Topics.ALLOWED, job)
+        elif job.status in ("queued", "sampling"):
             await st.send(Topics.MEDIA, job)
         else:
             await st.send(Topics.FRAMES, job, "frames")

@@ -24,6 +24,12 @@ class MediaStore(abc.ABC):
     def local_path(self, uri: str) -> Path: ...
 
     @abc.abstractmethod
+    def uri_of(self, path: Path) -> str: ...
+
+    @abc.abstractmethod
+    def released_path(self, job_id: str) -> Path: ...
+
+    @abc.abstractmethod
     def save_samples(self, job_id: str, media: Media) -> None: ...
 
     @abc.abstractmethod
@@ -55,6 +61,12 @@ class LocalMediaStore(MediaStore):
         if self.root.resolve() not in path.parents:
             raise ValueError(f"media URI {uri!r} points outside the media store")
         return path
+
+    def uri_of(self, path: Path) -> str:
+        return "media://" + path.resolve().relative_to(self.root.resolve()).as_posix()
+
+    def released_path(self, job_id: str) -> Path:
+        return self.root / "released" / f"{job_id}.mp4"
 
     def _job(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id

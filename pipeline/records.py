@@ -20,6 +20,7 @@ class Topics:
     AUDIO = "genguard.audio"  # extracted audio is in the media store: transcribe it
     DECIDE = "genguard.decide"  # a part of the observation is ready: decide when all are
     ALLOWED = "genguard.allowed"  # decided allow (or approved in review): on to release
+    RELEASED = "genguard.released"  # watermarked and signed, in the media store
     REVIEW = "genguard.review"
     BLOCKED = "genguard.blocked"
     AUDIT = "genguard.audit"
@@ -28,7 +29,7 @@ class Topics:
 
 JobStatus = Literal["queued", "sampling", "scoring", "transcribing", "deciding", "review", "allowed", "released",
                     "blocked", "failed"]
-TERMINAL: tuple[JobStatus, ...] = ("allowed", "released", "blocked", "failed")
+TERMINAL: tuple[JobStatus, ...] = ("released", "blocked", "failed")  # allowed still awaits release
 
 
 class JobMessage(BaseModel):
@@ -54,6 +55,7 @@ class Job(BaseModel):
     history: list[dict[str, str]] = []
     decision: dict[str, Any] | None = None
     review: dict[str, str] | None = None
+    released_uri: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -164,7 +166,8 @@ class StoredSignals(BaseModel):
     policy_version: str
 
 
-AuditEvent = Literal["prompt.verdict", "video.decision", "video.rejected", "review.action", "key.created",
+AuditEvent = Literal["prompt.verdict", "video.decision", "video.rejected", "review.action", "video.released",
+                     "key.created",
                      "key.revoked", "policy.activated"]
 
 

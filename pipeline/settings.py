@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     sample_fps: float = 1.0
     max_frames: int = 48
 
+    sign_cert_path: Path | None = Field(default=None, description="PEM chain (signer first); unset: dev PKI")
+    sign_key_path: Path | None = Field(default=None, description="PEM private key for the signer")
+    trust_anchors_path: Path | None = Field(default=None, description="PEM roots that verify trusts")
+    tsa_url: str | None = Field(default=None, description="RFC 3161 timestamp authority for signatures")
+
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_prompt_chars: int = 4000
@@ -80,6 +85,10 @@ class Settings(BaseSettings):
     @property
     def signals_dir(self) -> Path:
         return self.var_dir / "signals"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.var_dir / "keys"
 
     @property
     def hashes_dir(self) -> Path:

@@ -22,7 +22,7 @@ from pipeline.video import VideoGate
 
 log = logging.getLogger("genguard.worker")
 TOPICS = (Topics.PROMPTS, Topics.VERDICTS, Topics.MEDIA, Topics.FRAMES, Topics.AUDIO, Topics.DECIDE, Topics.ALLOWED,
-          Topics.REVIEW, Topics.BLOCKED, Topics.AUDIT, Topics.DLQ)
+          Topics.RELEASED, Topics.REVIEW, Topics.BLOCKED, Topics.AUDIT, Topics.DLQ)
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -92,6 +92,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     job_agent(Topics.FRAMES, jobs.score_frames)
     job_agent(Topics.AUDIO, jobs.transcribe)
     job_agent(Topics.DECIDE, jobs.decide)
+    job_agent(Topics.ALLOWED, jobs.release)
 
     @app.timer(interval=settings.reconcile_every_s)
     async def reconcile() -> None:

@@ -74,7 +74,7 @@ def api(job_settings: Settings, gate: PromptGate) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def keys(job_settings: Settings) -> dict[str, str]:
-    return {"acme": make_key(job_settings, "acme", ["submit", "review"]),
+    return {"acme": make_key(job_settings, "acme", ["submit", "review", "check"]),
             "globex": make_key(job_settings, "globex", ["submit", "review"])}
 
 
@@ -166,7 +166,20 @@ def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_p
     again = httpx.post(f"{api}/v1/review/{job_id}", headers=auth, json={"decision": "reject", "reason": "changed"})
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_in_review")
     assert job_id not in [j["job_id"] for j in httpx.get(f"{api}/v1/review", headers=auth).json()]
-    assert audit_events(job_settings, job_id)["review.action"] == 1
+    deadline = time.monotonic() + 90  # approved: on to release (moving mark + signed manifest)
+    while httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth).json()["status"] != "released":
+        assert time.monotonic() < deadline, "approved job was not released"
+        time.sleep(0.3)
+    video = httpx.get(f"{api}/v1/jobs/{job_id}/video", headers=auth)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    report = httpx.post(f"{api}/v1/verify", headers=auth, files={"video": ("r.mp4", video.content, "video/mp4")})
+    body = report.json()
+    assert body["state"] == "Trusted" and body["assertions"]["org.genguard.moderation"]["job_id"] == job_id
+    assert "human review" in body["assertions"]["org.genguard.moderation"]["decision"]
+    events = audit_events(job_settings, job_id)
+    assert events["review.action"] == 1 and events["video.released"] == 1
+    other = {"Authorization": f"Bearer {keys['globex']}"}
+    assert httpx.get(f"{api}/v1/jobs/{job_id}/video", headers=other).status_code == 404
 
 
 def test_other_tenants_cannot_see_jobs(api: str, keys: dict[str, str], tmp_path: Path) -> None:

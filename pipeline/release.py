@@ -1,0 +1,67 @@
+"""The release stage's work: the moving visible mark, then the signed C2PA manifest (created by a
+trained model, plus what was decided and under which policy), written last so nothing strips it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import c2pa
+
+from pipeline.media import Limits, probe
+from pipeline.provenance import Credentials, dev_credentials, sign_mp4, signer_from
+from pipeline.records import Job
+from pipeline.settings import Settings
+from pipeline.watermark import MarkStyle, apply_visible
+
+
+def credentials(settings: Settings) -> Credentials:
+    """A configured PEM chain and key, or the embedded default's dev PKI (untrusted)."""
+    if settings.sign_cert_path and settings.sign_key_path:
+        return Credentials(settings.sign_cert_path.read_bytes(), settings.sign_key_path.read_bytes(),
+                           settings.trust_anchors_path.read_bytes() if settings.trust_anchors_path else None)
+    return dev_credentials(settings.keys_dir)
+
+
+def trust_anchors(settings: Settings) -> bytes | None:
+    if settings.trust_anchors_path:
+        return settings.trust_anchors_path.read_bytes()
+    dev_root = settings.keys_dir / "root.pem"
+    return dev_root.read_bytes() if dev_root.exists() else None
+
+
+def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]:
+    """What the manifest says about the decision: enough to audit, no prompt unless the tenant opts in."""
+    decision = job.decision or {}
+    summary: dict[str, Any] = {
+        "decision": "allow" if job.review is None else f"allow (human review: {job.review.get('reason', '')})",
+        "job_id": job.job_id,
+        "policy_id": decision.get("policy_id"),
+        "policy_version": decision.get("policy_version"),
+        "model_versions": decision.get("model_versions", {}),
+        "unscored_signals": decision.get("unscored", []),
+        "evidence_digest": hashlib.sha256(json.dumps(decision, sort_keys=True).encode()).hexdigest(),
+        "input_sha256": job.sha256,
+    }
+    if include_prompt and job.prompt:
+        summary["prompt"] = job.prompt
+    return summary
+
+
+def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, style: MarkStyle | None = None) -> None:
+    """Watermark ``src`` and sign the result into ``dest`` (written atomically)."""
+    info = probe(src, Limits(max_bytes=1 << 40, max_duration_s=1e9, max_width=1 << 16, max_height=1 << 16))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        marked = Path(tmp) / "marked.mp4"
+        apply_visible(src, marked, info, style or MarkStyle(), Path(tmp))
+        signed = Path(tmp) / "signed.mp4"
+        sign_mp4(marked, signed, signer, moderation_summary(job), ingredient=src)
+        signed.replace(dest)
+
+
+def sign_with(settings: Settings) -> c2pa.Signer:
+    return signer_from(credentials(settings), settings.tsa_url)

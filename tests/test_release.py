@@ -1,0 +1,114 @@
+"""Release: the moving visible mark on real encodes, and real C2PA signing and validation
+(c2pa-python), with the dev PKI and with a foreign one."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.media import Limits, decode, probe
+from pipeline.provenance import MODERATION_LABEL, dev_credentials, read, sign_mp4, signer_from
+from pipeline.records import Job
+from pipeline.release import moderation_summary, release_file
+from pipeline.watermark import MarkStyle, apply_visible
+from tests.test_video import SINTEL, ffmpeg
+
+JOB = Job(job_id="job-release-test", tenant="acme", sha256="ab" * 32, media_uri="", status="allowed",
+          prompt="a secret prompt", decision={"action": "allow", "policy_id": "genguard-default",
+                                              "policy_version": "0123456789abcdef", "model_versions": {"nsfw": "x"},
+                                              "unscored": ["clip"]})
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="module")
+def released(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("released") / "out.mp4"
+    release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)))
+    return dest
+
+
+def test_release_is_trusted_against_the_dev_anchor(keys: Path, released: Path) -> None:
+    creds = dev_credentials(keys)
+    found = read(released, creds.root_pem)
+    assert found.present and found.state == "Trusted"
+    assert "signingCredential.trusted" in found.codes and "assertion.bmffHash.match" in found.codes
+    assert found.signer == "genguard dev signer"
+    actions = found.assertions["c2pa.actions.v2"]["actions"]
+    assert actions[0]["action"] == "c2pa.created"
+    assert actions[0]["digitalSourceType"].endswith("trainedAlgorithmicMedia")
+    moderation = found.assertions[MODERATION_LABEL]
+    assert moderation["job_id"] == JOB.job_id and moderation["policy_version"] == "0123456789abcdef"
+    assert moderation["unscored_signals"] == ["clip"] and "prompt" not in moderation  # no opt-in, no prompt
+    assert creds.key_pem not in released.read_bytes()
+
+
+def test_without_the_anchor_it_is_valid_but_untrusted(released: Path) -> None:
+    found = read(released)
+    assert found.state == "Valid" and "signingCredential.untrusted" in found.codes
+
+
+def test_a_flipped_media_byte_is_a_hash_mismatch(keys: Path, released: Path, tmp_path: Path) -> None:
+    data = bytearray(released.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "flipped.mp4"
+    bad.write_bytes(bytes(data))
+    found = read(bad, dev_credentials(keys).root_pem)
+    assert found.state == "Invalid" and "assertion.bmffHash.mismatch" in found.codes
+
+
+def test_a_foreign_chain_is_untrusted(keys: Path, tmp_path: Path) -> None:
+    foreign = dev_credentials(tmp_path / "foreign-keys")  # another PKI, same shape
+    out = tmp_path / "foreign.mp4"
+    sign_mp4(SINTEL, out, signer_from(foreign), moderation_summary(JOB))
+    assert read(out, dev_credentials(keys).root_pem).state == "Valid"  # valid signature, not our anchor
+    assert "signingCredential.untrusted" in read(out, dev_credentials(keys).root_pem).codes
+    assert read(out, foreign.root_pem).state == "Trusted"
+
+
+def test_unsigned_and_remuxed_files_have_no_manifest(released: Path, tmp_path: Path) -> None:
+    assert not read(SINTEL).present
+    remuxed = tmp_path / "remux.mp4"
+    ffmpeg("-i", str(released), "-c", "copy", str(remuxed))
+    assert not read(remuxed).present  # why signing comes last
+
+
+def test_release_keeps_audio_and_is_faststart_h264(released: Path) -> None:
+    info = probe(released, Limits())
+    assert (info.codec, info.audio_codec) == ("h264", "aac")
+    assert info.duration_s == pytest.approx(probe(SINTEL, Limits()).duration_s, abs=0.1)
+    head = released.read_bytes()
+    assert head.find(b"moov") < head.find(b"mdat")
+
+
+def test_the_mark_moves_across_corners(tmp_path: Path) -> None:
+    src = tmp_path / "black.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:size=1280x720:rate=30:duration=8", "-c:v", "libx264", str(src))
+    out = tmp_path / "marked.mp4"
+    apply_visible(src, out, probe(src, Limits()), MarkStyle(period_s=3.0), tmp_path)
+
+    def mark_centre(t: float) -> tuple[float, float]:
+        frame = next(f for f in decode(out, Limits(sample_fps=2)).frames if abs(f.t - t) < 0.05)
+        ys, xs = np.nonzero(frame.image.max(axis=2) > 60)
+        assert len(xs) > 200, f"no mark at {t}s"
+        return xs.mean() / 1280, ys.mean() / 720
+
+    top_left, bottom_right, top_right = mark_centre(1.0), mark_centre(4.0), mark_centre(7.0)
+    assert top_left[0] < 0.35 and top_left[1] < 0.3
+    assert bottom_right[0] > 0.65 and bottom_right[1] > 0.7
+    assert top_right[0] > 0.65 and top_right[1] < 0.3
+    moving = mark_centre(2.5)  # between corners: mid-glide
+    assert 0.2 < moving[0] < 0.8
+
+
+def test_the_key_is_private(keys: Path) -> None:
+    dev_credentials(keys)
+    assert (keys / "signer.key").stat().st_mode & 0o077 == 0
+    result = subprocess.run(["grep", "-r", "PRIVATE KEY", str(keys / "chain.pem")], capture_output=True)
+    assert result.returncode == 1
