@@ -20,10 +20,12 @@ test: install models debian $(TESTDATA)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: install models debian
+bench: install models debian $(TESTDATA)
 	$(BIN)/genguard redis
 	$(BIN)/python bench/prompt_gate.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/video_gate.py
+	$(BIN)/python bench/release.py
 
 lint: install
 	$(BIN)/ruff check .

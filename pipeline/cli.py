@@ -308,8 +308,12 @@ def models_export(clip_dir: Path | None, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--contact-sheet", type=click.Path(path_type=Path), default=None,
               help="Write a PNG of the frames that drove the decision.")
-def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contact_sheet: Path | None) -> None:
-    """Moderate VIDEO in-process (not audited). Exit 0 allow, 1 review, 2 block, 3 rejected input."""
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="If allowed, release here: moving visible watermark + signed C2PA manifest.")
+def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contact_sheet: Path | None,
+             out: Path | None) -> None:
+    """Moderate VIDEO in-process (not audited); with --out, release it when allowed.
+    Exit 0 allow, 1 review, 2 block, 3 rejected input."""
     from pipeline.evidence import contact_sheet as draw_sheet
     from pipeline.gate import PromptGate
     from pipeline.media import MediaError
@@ -344,6 +348,17 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
         click.echo("  timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in decision.timings_ms.items()))
         if contact_sheet is not None:
             click.echo(f"  contact sheet: {contact_sheet}")
+    if out is not None:
+        if decision.action != "allow":
+            click.secho(f"  not released: the decision is {decision.action}", fg="red", err=True)
+        else:
+            from pipeline.records import Job
+            from pipeline.release import release_file, sign_with
+
+            job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
+                      prompt=prompt, decision=decision.model_dump(mode="json"))
+            release_file(video, out, job, sign_with(settings))
+            click.echo(f"  released: {out} (check it with: genguard verify {out})", err=as_json)
     sys.exit({"allow": 0, "review": 1, "block": 2}[decision.action])
 
 
