@@ -197,6 +197,21 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
                                 status_code=413)
         return await call_next(request)
 
+    @asynccontextmanager
+    async def spooled(upload: UploadFile, suffix: str) -> AsyncIterator[Path]:
+        """The upload in a temporary file, refused past the size limit while it streams in."""
+        tmp_dir = settings.var_dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=suffix) as tmp:
+            size = 0
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
+                tmp.write(chunk)
+            tmp.flush()
+            yield Path(tmp.name)
+
     def services(request: Request) -> Services:
         return request.app.state.services
 
@@ -263,18 +278,9 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         svc = services(request)
         suffix = Path(video.filename or "").suffix.lower()
         suffix = suffix if suffix in (".mp4", ".mov", ".webm", ".mkv", ".m4v") else ".bin"
-        tmp_dir = settings.var_dir / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=suffix) as tmp:
-            size = 0
-            while chunk := await video.read(1 << 20):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
-                tmp.write(chunk)
-            tmp.flush()
+        async with spooled(video, suffix) as path:
             try:
-                job = await jobs.submit(svc.stages, Path(tmp.name), suffix, key.tenant, key.key_id, prompt, job_id)
+                job = await jobs.submit(svc.stages, path, suffix, key.tenant, key.key_id, prompt, job_id)
             except MediaError as e:
                 raise ApiError(MEDIA_STATUS.get(e.code, 422), e.code, str(e)) from e
         return job_view(job)
@@ -317,17 +323,8 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
     async def verify_video(key: Annotated[ApiKey, Depends(require("check"))],
                            video: Annotated[UploadFile, File(description="An MP4 or MOV to check")]) -> VerifyReport:
         """Is there a C2PA manifest, who signed it, is it valid and trusted, what does it say?"""
-        tmp_dir = settings.var_dir / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".mp4") as tmp:
-            size = 0
-            while chunk := await video.read(1 << 20):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
-                tmp.write(chunk)
-            tmp.flush()
-            found = await asyncio.to_thread(provenance.read, Path(tmp.name), release.trust_anchors(settings))
+        async with spooled(video, ".mp4") as path:
+            found = await asyncio.to_thread(provenance.read, path, release.trust_anchors(settings))
         return VerifyReport(**dataclasses.asdict(found))
 
     @app.get("/v1/review", response_model=list[JobView], responses=ERRORS, tags=["review"])
