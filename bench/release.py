@@ -21,7 +21,7 @@ from pipeline.media import Limits, probe  # noqa: E402
 from pipeline.provenance import dev_credentials, sign_mp4, signer_from  # noqa: E402
 from pipeline.records import Job  # noqa: E402
 from pipeline.release import moderation_summary  # noqa: E402
-from pipeline.watermark import MarkStyle, apply_visible  # noqa: E402
+from pipeline.watermark import MarkStyle, apply_marks  # noqa: E402
 
 
 def best(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def main() -> None:
              style.preset, "-crf", str(style.crf), "-c:a", "copy", "-movflags", "+faststart", str(tmp / "plain.mp4")],
             check=True), args.rounds)
         marked = tmp / "marked.mp4"
-        mark = best(lambda: apply_visible(src, marked, info, style, tmp), args.rounds)
+        mark = best(lambda: apply_marks(src, marked, info, style, tmp), args.rounds)
         signer = signer_from(dev_credentials(tmp / "keys"))
         job = Job(job_id="bench", tenant="bench", sha256="", media_uri="", status="allowed", decision={})
         sign = best(lambda: sign_mp4(marked, tmp / "signed.mp4", signer, moderation_summary(job), ingredient=src),

@@ -102,6 +102,7 @@ class VerifyReport(BaseModel):
     signer: str | None = None
     assertions: dict[str, Any] = {}
     error: str | None = None
+    watermark: dict[str, Any] = Field({}, description="the invisible watermark: present, payload, job_id")
 
 
 class ReviewBody(BaseModel):
@@ -320,12 +321,13 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         return FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4")
 
     @app.post("/v1/verify", response_model=VerifyReport, responses=ERRORS, tags=["provenance"])
-    async def verify_video(key: Annotated[ApiKey, Depends(require("check"))],
+    async def verify_video(request: Request, key: Annotated[ApiKey, Depends(require("check"))],
                            video: Annotated[UploadFile, File(description="An MP4 or MOV to check")]) -> VerifyReport:
         """Is there a C2PA manifest, who signed it, is it valid and trusted, what does it say?"""
         async with spooled(video, ".mp4") as path:
             found = await asyncio.to_thread(provenance.read, path, release.trust_anchors(settings))
-        return VerifyReport(**dataclasses.asdict(found))
+            mark = await release.watermark_report(path, services(request).stages.jobs)
+        return VerifyReport(**dataclasses.asdict(found), watermark=mark)
 
     @app.get("/v1/review", response_model=list[JobView], responses=ERRORS, tags=["review"])
     async def review_queue(request: Request, key: Annotated[ApiKey, Depends(require("review"))]) -> list[JobView]:

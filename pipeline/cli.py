@@ -354,10 +354,20 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
         else:
             from pipeline.records import Job
             from pipeline.release import release_file, sign_with
+            from pipeline.state import JobLedger, State
 
             job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
                       prompt=prompt, decision=decision.model_dump(mode="json"))
-            release_file(video, out, job, sign_with(settings))
+            payload = release_file(video, out, job, sign_with(settings))
+
+            async def remember() -> None:  # so verify can name the job from the watermark alone
+                state = State(settings)
+                try:
+                    await JobLedger(state).map_watermark(f"{payload:08x}", job.job_id)
+                finally:
+                    await state.close()
+
+            asyncio.run(remember())
             click.echo(f"  released: {out} (check it with: genguard verify {out})", err=as_json)
     sys.exit({"allow": 0, "review": 1, "block": 2}[decision.action])
 
@@ -368,19 +378,35 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
               help="PEM trust anchors (default: GENGUARD_TRUST_ANCHORS_PATH, else the dev root if present).")
 @click.option("--json", "as_json", is_flag=True)
 def verify(video: Path, trust: Path | None, as_json: bool) -> None:
-    """Check VIDEO's C2PA manifest: present, signer, validation state and codes, what it says.
-    Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
+    """Check VIDEO's C2PA manifest (present, signer, validation state and codes, what it says) and its
+    invisible watermark (which job it points to, even with the manifest stripped or the file
+    re-encoded). Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
     import dataclasses
 
     from pipeline import provenance, release
+    from pipeline.state import JobLedger, State
 
     settings = _settings()
     anchors = trust.read_bytes() if trust else release.trust_anchors(settings)
     found = provenance.read(video, anchors)
+
+    async def mark() -> dict[str, object]:
+        state = State(settings)
+        try:
+            return await release.watermark_report(video, JobLedger(state))
+        finally:
+            await state.close()
+
+    watermark = asyncio.run(mark())
     ok = found.present and found.state in ("Valid", "Trusted")
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(found), indent=2))
+        click.echo(json.dumps({**dataclasses.asdict(found), "watermark": watermark}, indent=2))
         sys.exit(0 if ok else 1)
+    if watermark["present"]:
+        job = watermark["job_id"] or "unknown to this deployment"
+        click.echo(f"{video}: invisible watermark {watermark['payload']} -> job {job}")
+    else:
+        click.echo(f"{video}: no invisible watermark found")
     if not found.present:
         click.secho(f"{video}: no C2PA manifest", fg="red")
         sys.exit(1)

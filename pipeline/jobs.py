@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,13 +222,17 @@ async def release(st: Stages, msg: JobMessage) -> Job | None:
     if job is None or job.status != "allowed":
         return None
     dest = st.store.released_path(job.job_id)
+    payload = job.watermark or f"{secrets.randbits(32):08x}"
+    await st.jobs.update(job.job_id, watermark=payload)  # before the file, so a retry embeds the same one
+    await st.jobs.map_watermark(payload, job.job_id)
     if not dest.exists():
         signer = release_mod.sign_with(st.settings)
-        await st.run(lambda: release_mod.release_file(st.store.local_path(job.media_uri), dest, job, signer), "release")
+        src = st.store.local_path(job.media_uri)
+        await st.run(lambda: release_mod.release_file(src, dest, job, signer, payload=int(payload, 16)), "release")
     job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
     await st.audit(AuditRecord(event="video.released", actor=f"worker:{st.settings.worker_name}", tenant=job.tenant,
                                subject=job.job_id, content_sha256=hashlib.sha256(dest.read_bytes()).hexdigest(),
-                               action="allow", reason="visible watermark + signed C2PA manifest"))
+                               action="allow", reason=f"invisible watermark {payload} + visible mark + signed C2PA"))
     await st.send(Topics.RELEASED, job)
     await st.state.complete("job-release", job.job_id, "done")
     return job

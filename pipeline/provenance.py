@@ -9,6 +9,7 @@ it is not logged, not put in errors, not returned.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
@@ -27,6 +28,7 @@ from pipeline import __version__
 
 CLAIM_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.62558.2.1")  # C2PA claimSigning EKU
 MODERATION_LABEL = "org.genguard.moderation"
+SOFT_BINDING_ALG = "org.genguard.ss48"  # pipeline/invisible.py: 32-bit payload + CRC-16
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +100,20 @@ def manifest(moderation: dict[str, Any], title: str) -> dict[str, Any]:
 
 
 def sign_mp4(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str, Any],
-             ingredient: Path | None = None) -> None:
+             ingredient: Path | None = None, watermark: int | None = None) -> None:
     """Write ``dest``: ``src`` with an embedded, signed manifest (created by a trained model, and
-    the moderation summary); ``ingredient`` is the original upload."""
-    builder = c2pa.Builder.from_json(json.dumps(manifest(moderation, dest.name)))
+    the moderation summary); ``ingredient`` is the original upload; ``watermark`` the invisible
+    payload, recorded as a soft binding with a watermarked action."""
+    spec = manifest(moderation, dest.name)
+    if watermark is not None:
+        value = base64.b64encode(watermark.to_bytes(4, "big")).decode()
+        spec["assertions"].append({"label": "c2pa.soft-binding", "data": {
+            "alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": value}]}})
+    builder = c2pa.Builder.from_json(json.dumps(spec))
     builder.set_intent(c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.TRAINED_ALGORITHMIC_MEDIA)
+    if watermark is not None:
+        agent = {"name": "genguard", "version": __version__}
+        builder.add_action({"action": "c2pa.watermarked", "softwareAgent": agent})
     if ingredient is not None:
         with ingredient.open("rb") as f:
             builder.add_ingredient({"title": ingredient.name, "relationship": "componentOf"}, "video/mp4", f)

@@ -56,6 +56,7 @@ class Job(BaseModel):
     decision: dict[str, Any] | None = None
     review: dict[str, str] | None = None
     released_uri: str | None = None
+    watermark: str | None = None  # the invisible payload, hex
 
 
 def new_id(prefix: str) -> str:

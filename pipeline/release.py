@@ -3,19 +3,23 @@ trained model, plus what was decided and under which policy), written last so no
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import c2pa
 
-from pipeline.media import Limits, probe
+from pipeline.invisible import Detection, detect
+from pipeline.media import Limits, decode, probe
 from pipeline.provenance import Credentials, dev_credentials, sign_mp4, signer_from
 from pipeline.records import Job
 from pipeline.settings import Settings
-from pipeline.watermark import MarkStyle, apply_visible
+from pipeline.state import JobLedger
+from pipeline.watermark import MarkStyle, apply_marks
 
 
 def credentials(settings: Settings) -> Credentials:
@@ -51,16 +55,37 @@ def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]
     return summary
 
 
-def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, style: MarkStyle | None = None) -> None:
-    """Watermark ``src`` and sign the result into ``dest`` (written atomically)."""
+def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, style: MarkStyle | None = None,
+                 payload: int | None = None) -> int:
+    """Watermark ``src`` (invisible payload + visible mark) and sign the result into ``dest``
+    (written atomically). Returns the invisible payload."""
+    payload = secrets.randbits(32) if payload is None else payload
     info = probe(src, Limits(max_bytes=1 << 40, max_duration_s=1e9, max_width=1 << 16, max_height=1 << 16))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         marked = Path(tmp) / "marked.mp4"
-        apply_visible(src, marked, info, style or MarkStyle(), Path(tmp))
+        apply_marks(src, marked, info, style or MarkStyle(), Path(tmp), payload)
         signed = Path(tmp) / "signed.mp4"
-        sign_mp4(marked, signed, signer, moderation_summary(job), ingredient=src)
+        sign_mp4(marked, signed, signer, moderation_summary(job), ingredient=src, watermark=payload)
         signed.replace(dest)
+    return payload
+
+
+def find_watermark(path: Path) -> Detection:
+    """The invisible payload, pooled over up to 64 frames sampled at 4 per second."""
+    media = decode(path, Limits(max_bytes=1 << 40, max_duration_s=1e9, max_width=1 << 16, max_height=1 << 16,
+                                sample_fps=4, max_frames=64))
+    return detect([f.image for f in media.frames])
+
+
+async def watermark_report(path: Path, jobs: JobLedger | None) -> dict[str, Any]:
+    """What the invisible watermark says, and which job it points to (from the ledger)."""
+    found = await asyncio.to_thread(find_watermark, path)
+    if found.payload is None:
+        return {"present": False}
+    payload = f"{found.payload:08x}"
+    job_id = await jobs.job_for_watermark(payload) if jobs is not None else None
+    return {"present": True, "payload": payload, "job_id": job_id}
 
 
 def sign_with(settings: Settings) -> c2pa.Signer:

@@ -189,5 +189,12 @@ class JobLedger:
     async def parts(self, job_id: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.key("job", job_id, "parts"))).items()}
 
+    async def map_watermark(self, payload: str, job_id: str) -> None:
+        await self.r.set(self.key("watermark", payload), job_id)
+
+    async def job_for_watermark(self, payload: str) -> str | None:
+        raw = await self.r.get(self.key("watermark", payload))
+        return raw.decode() if raw else None
+
     async def review_queue(self, tenant: str, limit: int = 100) -> list[str]:
         return [j.decode() for j in await self.r.zrange(self.key("review", tenant), 0, limit - 1)]

@@ -1,6 +1,7 @@
-"""The visible, moving watermark: a semi-transparent mark that holds in one corner, glides to the
-opposite one, and so on, so no fixed crop removes it. ffmpeg's overlay filter does the pixel work
-(no Python loop per pixel); audio is copied when it is AAC already; H.264/AAC MP4 with faststart."""
+"""The watermarks, in one encode: the invisible pattern (``pipeline.invisible``), then the visible,
+moving mark: semi-transparent, it holds in one corner, glides to the opposite one, and so on, so
+no fixed crop removes it. ffmpeg's filters do the pixel work (no Python loop per pixel); audio is
+copied when it is AAC already; H.264/AAC MP4 with faststart."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.invisible import pattern_png
 from pipeline.media import Probe
 
 
@@ -64,13 +66,23 @@ def path_expr(style: MarkStyle) -> tuple[str, str]:
     return axis(xs), axis(ys)
 
 
-def apply_visible(src: Path, dest: Path, probe: Probe, style: MarkStyle, work_dir: Path) -> None:
+def apply_marks(src: Path, dest: Path, probe: Probe, style: MarkStyle, work_dir: Path,
+                payload: int | None = None) -> None:
+    """One encode: the invisible pattern added to every frame (when ``payload`` is given), then the
+    visible mark on top."""
     mark = work_dir / "mark.png"
     mark.write_bytes(mark_png(style, probe.width))
     x, y = path_expr(style)
+    inputs = ["-i", str(src), "-i", str(mark)]
+    base = "[0:v]"
+    if payload is not None:
+        pattern = work_dir / "pattern.png"
+        pattern.write_bytes(pattern_png(payload, probe.width, probe.height))
+        inputs += ["-loop", "1", "-i", str(pattern)]
+        base = "[0:v]format=rgb24[v0];[2:v]format=rgb24[p];[v0][p]blend=all_mode=grainmerge:shortest=1[w];[w]"
     audio = ["-c:a", "copy"] if probe.audio_codec == "aac" else ["-c:a", "aac", "-b:a", "160k"]
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-i", str(mark),
-           "-filter_complex", f"[0:v][1:v]overlay=x='{x}':y='{y}':format=auto,format=yuv420p[v]",
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *inputs,
+           "-filter_complex", f"{base}[1:v]overlay=x='{x}':y='{y}':format=auto,format=yuv420p[v]",
            "-map", "[v]", "-map", "0:a?", "-c:v", "libx264", "-preset", style.preset, "-crf", str(style.crf),
            *audio, "-movflags", "+faststart", str(dest)]
     result = subprocess.run(cmd, capture_output=True, text=True)

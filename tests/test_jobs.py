@@ -26,7 +26,7 @@ from pipeline.records import Topics
 from pipeline.settings import Settings
 from tests.conftest import free_port, json_or_none
 from tests.test_api import make_key
-from tests.test_video import clip, ffmpeg
+from tests.test_video import SINTEL, clip, ffmpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,8 @@ def test_bad_uploads_are_refused_and_recorded(api: str, keys: dict[str, str], tm
 
 def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_path: Path,
                              job_settings: Settings) -> None:
-    r = upload(api, keys["acme"], clip(tmp_path / "calm.mp4", seconds=3), prompt="a sexy dance on the beach")
+    # real footage: the invisible watermark is made for natural video (see test_release.py)
+    r = upload(api, keys["acme"], SINTEL, prompt="a sexy dance on the beach")
     job_id = r.json()["job_id"]
     assert wait_for(api, keys["acme"], job_id)["status"] == "review"
     auth = {"Authorization": f"Bearer {keys['acme']}"}
@@ -176,6 +177,7 @@ def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_p
     body = report.json()
     assert body["state"] == "Trusted" and body["assertions"]["org.genguard.moderation"]["job_id"] == job_id
     assert "human review" in body["assertions"]["org.genguard.moderation"]["decision"]
+    assert body["watermark"] == {"present": True, "payload": body["watermark"]["payload"], "job_id": job_id}
     events = audit_events(job_settings, job_id)
     assert events["review.action"] == 1 and events["video.released"] == 1
     other = {"Authorization": f"Bearer {keys['globex']}"}

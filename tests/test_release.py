@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.invisible import encode_bits
 from pipeline.media import Limits, decode, probe
 from pipeline.provenance import MODERATION_LABEL, dev_credentials, read, sign_mp4, signer_from
 from pipeline.records import Job
-from pipeline.release import moderation_summary, release_file
-from pipeline.watermark import MarkStyle, apply_visible
+from pipeline.release import find_watermark, moderation_summary, release_file
+from pipeline.watermark import MarkStyle, apply_marks
 from tests.test_video import SINTEL, ffmpeg
 
 JOB = Job(job_id="job-release-test", tenant="acme", sha256="ab" * 32, media_uri="", status="allowed",
@@ -27,11 +29,34 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keys")
 
 
+PAYLOAD = 0x5EC0DE42
+
+
 @pytest.fixture(scope="module")
 def released(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("released") / "out.mp4"
-    release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)))
+    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), payload=PAYLOAD) == PAYLOAD
     return dest
+
+
+def test_invisible_watermark_survives_reencode_and_manifest_strip(released: Path, tmp_path: Path) -> None:
+    assert find_watermark(released).payload == PAYLOAD
+    reencoded = tmp_path / "reencoded.mp4"
+    ffmpeg("-i", str(released), "-c:v", "libx264", "-crf", "23", "-preset", "veryfast", "-c:a", "copy",
+           str(reencoded))
+    assert not read(reencoded).present  # the manifest is gone...
+    found = find_watermark(reencoded)  # ...the watermark is not
+    assert found.payload == PAYLOAD
+    assert np.mean(np.array(found.bits) == encode_bits(PAYLOAD)) == 1.0  # bit accuracy after CRF 23
+    assert find_watermark(SINTEL).payload is None  # no false positive on the unmarked original
+
+
+def test_manifest_records_the_watermark(released: Path) -> None:
+    found = read(released)
+    binding = found.assertions["c2pa.soft-binding"]
+    assert binding["alg"] == "org.genguard.ss48"
+    assert base64.b64decode(binding["blocks"][0]["value"]) == PAYLOAD.to_bytes(4, "big")
+    assert "c2pa.watermarked" in [a["action"] for a in found.assertions["c2pa.actions.v2"]["actions"]]
 
 
 def test_release_is_trusted_against_the_dev_anchor(keys: Path, released: Path) -> None:
@@ -91,7 +116,7 @@ def test_the_mark_moves_across_corners(tmp_path: Path) -> None:
     src = tmp_path / "black.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=black:size=1280x720:rate=30:duration=8", "-c:v", "libx264", str(src))
     out = tmp_path / "marked.mp4"
-    apply_visible(src, out, probe(src, Limits()), MarkStyle(period_s=3.0), tmp_path)
+    apply_marks(src, out, probe(src, Limits()), MarkStyle(period_s=3.0), tmp_path)
 
     def mark_centre(t: float) -> tuple[float, float]:
         frame = next(f for f in decode(out, Limits(sample_fps=2)).frames if abs(f.t - t) < 0.05)

@@ -1,0 +1,84 @@
+"""The invisible watermark: a 48-bit code (32-bit payload + 16-bit CRC) spread over the whole
+picture as fine luma noise, the same in every frame, so that it survives the visible
+mark, an H.264 re-encode and a manifest strip, and pooling over frames beats the picture itself.
+
+Embedding is part of the release filter graph (ffmpeg ``blend=grainmerge`` adds the signed
+pattern), so it costs one extra input, not a second encode. Detection correlates each frame's
+high-passed, downsampled luma with each bit's pseudo-noise pattern and sums over frames.
+"""
+
+from __future__ import annotations
+
+import binascii
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+CELL_PX = 2.8  # a pattern cell spans about this many pixels of the short side (256 cells at 720p)
+BITS = 48
+AMPLITUDE = 4.0  # luma levels (about 36 dB PSNR)
+SEED = 0x67656E67  # the pattern key; a deployment should set its own secret
+
+
+def grid_for(width: int, height: int) -> int:
+    """Cells per side: as fine as survives H.264 at CRF 23 (tuned on Sintel and real footage)."""
+    return int(np.clip(min(width, height) / CELL_PX // 32 * 32, 64, 256))
+
+
+def _patterns(grid: int, seed: int = SEED) -> np.ndarray:
+    rng = np.random.default_rng(seed + grid)
+    return rng.choice([-1.0, 1.0], size=(BITS, grid, grid))
+
+
+def _crc16(payload: int) -> int:
+    return binascii.crc_hqx(payload.to_bytes(4, "big"), 0)
+
+
+def encode_bits(payload: int) -> np.ndarray:
+    word = (payload << 16) | _crc16(payload)
+    return np.array([(word >> (BITS - 1 - i)) & 1 for i in range(BITS)], dtype=np.int8)
+
+
+def pattern_png(payload: int, width: int, height: int, seed: int = SEED) -> bytes:
+    """The grey image ``128 + amplitude * pattern`` that ffmpeg's grainmerge adds to each frame."""
+    signs = encode_bits(payload) * 2 - 1
+    field = np.tensordot(signs, _patterns(grid_for(width, height), seed), axes=1) / np.sqrt(BITS)
+    grid = Image.fromarray((field * AMPLITUDE).astype(np.float32), mode="F").resize((width, height),
+                                                                                   Image.Resampling.BILINEAR)
+    grey = np.clip(128 + np.asarray(grid), 0, 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grey, mode="L").convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    payload: int | None  # None when the CRC does not check: no (or a damaged) watermark
+    bits: tuple[int, ...]
+    confidence: float  # mean |correlation| in units of its noise; ~0.8 with no watermark
+
+
+def _cells(frame: np.ndarray, grid: int) -> np.ndarray:
+    """Luma at the pattern's resolution, with the picture's own slow variation removed."""
+    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    small = np.asarray(Image.fromarray(luma, mode="F").resize((grid, grid), Image.Resampling.BOX))
+    blurred = np.asarray(Image.fromarray(small, mode="F").resize((grid // 6, grid // 6), Image.Resampling.BOX)
+                         .resize((grid, grid), Image.Resampling.BILINEAR))
+    return small - blurred
+
+
+def detect(frames: list[np.ndarray], seed: int = SEED) -> Detection:
+    if not frames:
+        return Detection(None, (), 0.0)
+    grid = grid_for(frames[0].shape[1], frames[0].shape[0])
+    patterns = _patterns(grid, seed)
+    scores = np.zeros(BITS)
+    for frame in frames:
+        scores += np.tensordot(patterns, _cells(frame, grid), axes=([1, 2], [0, 1]))
+    noise = np.std(scores) or 1.0
+    bits = tuple(int(s > 0) for s in scores)
+    word = int("".join(map(str, bits)), 2)
+    payload, crc = word >> 16, word & 0xFFFF
+    return Detection(payload if _crc16(payload) == crc else None, bits, float(np.mean(np.abs(scores)) / noise))
