@@ -10,7 +10,6 @@ high-passed, downsampled luma with each bit's pseudo-noise pattern and sums over
 from __future__ import annotations
 
 import binascii
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,16 +40,17 @@ def encode_bits(payload: int) -> np.ndarray:
     return np.array([(word >> (BITS - 1 - i)) & 1 for i in range(BITS)], dtype=np.int8)
 
 
-def pattern_png(payload: int, width: int, height: int, seed: int = SEED) -> bytes:
-    """The grey image ``128 + amplitude * pattern`` that ffmpeg's grainmerge adds to each frame."""
+def pattern_yuv(payload: int, width: int, height: int, seed: int = SEED) -> bytes:
+    """One raw yuv420p frame: luma ``128 + amplitude * pattern``, neutral chroma. ffmpeg's
+    grainmerge (A + B - 128, per plane) then adds the pattern to luma and leaves colour alone,
+    without a round trip through RGB."""
     signs = encode_bits(payload) * 2 - 1
     field = np.tensordot(signs, _patterns(grid_for(width, height), seed), axes=1) / np.sqrt(BITS)
     grid = Image.fromarray((field * AMPLITUDE).astype(np.float32), mode="F").resize((width, height),
                                                                                    Image.Resampling.BILINEAR)
-    grey = np.clip(128 + np.asarray(grid), 0, 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grey, mode="L").convert("RGB").save(buf, format="PNG")
-    return buf.getvalue()
+    luma = np.clip(128 + np.asarray(grid), 0, 255).round().astype(np.uint8)
+    chroma = np.full((height // 2) * (width // 2) * 2, 128, dtype=np.uint8)
+    return luma.tobytes() + chroma.tobytes()
 
 
 @dataclass(frozen=True, slots=True)

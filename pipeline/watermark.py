@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.invisible import pattern_png
+from pipeline.invisible import pattern_yuv
 from pipeline.media import Probe
 
 
@@ -76,10 +76,11 @@ def apply_marks(src: Path, dest: Path, probe: Probe, style: MarkStyle, work_dir:
     inputs = ["-i", str(src), "-i", str(mark)]
     base = "[0:v]"
     if payload is not None:
-        pattern = work_dir / "pattern.png"
-        pattern.write_bytes(pattern_png(payload, probe.width, probe.height))
-        inputs += ["-loop", "1", "-i", str(pattern)]
-        base = "[0:v]format=rgb24[v0];[2:v]format=rgb24[p];[v0][p]blend=all_mode=grainmerge:shortest=1[w];[w]"
+        pattern = work_dir / "pattern.yuv"
+        pattern.write_bytes(pattern_yuv(payload, probe.width, probe.height))
+        inputs += ["-stream_loop", "-1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s",
+                   f"{probe.width}x{probe.height}", "-i", str(pattern)]
+        base = "[0:v]format=yuv420p[v0];[v0][2:v]blend=all_mode=grainmerge:shortest=1[w];[w]"
     audio = ["-c:a", "copy"] if probe.audio_codec == "aac" else ["-c:a", "aac", "-b:a", "160k"]
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *inputs,
            "-filter_complex", f"{base}[1:v]overlay=x='{x}':y='{y}':format=auto,format=yuv420p[v]",
