@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.media import Limits, probe  # noqa: E402
-from pipeline.provenance import dev_credentials, sign_mp4, signer_from  # noqa: E402
+from pipeline.provenance import dev_credentials, sign_media, signer_from  # noqa: E402
 from pipeline.records import Job  # noqa: E402
 from pipeline.release import find_watermark, moderation_summary  # noqa: E402
 from pipeline.watermark import MarkStyle, apply_marks  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
         detect_s = time.perf_counter() - started
         signer = signer_from(dev_credentials(tmp / "keys"))
         job = Job(job_id="bench", tenant="bench", sha256="", media_uri="", status="allowed", decision={})
-        sign = best(lambda: sign_mp4(marked, tmp / "signed.mp4", signer, moderation_summary(job), ingredient=src),
+        sign = best(lambda: sign_media(marked, tmp / "signed.mp4", signer, moderation_summary(job), ingredient=src),
                     args.rounds)
         print(f"release benchmark: 10 s 1280x720 30 fps, libx264 {style.preset} CRF {style.crf}, "
               f"{os.cpu_count()} cores")

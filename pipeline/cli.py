@@ -358,7 +358,7 @@ def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contac
 
             job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
                       prompt=prompt, decision=decision.model_dump(mode="json"))
-            payload = release_file(video, out, job, sign_with(settings))
+            payload = release_file(video, out, job, sign_with(settings), gate.prompts.policy_for(tenant).policy.release)
 
             async def remember() -> None:  # so verify can name the job from the watermark alone
                 state = State(settings)

@@ -228,7 +228,8 @@ async def release(st: Stages, msg: JobMessage) -> Job | None:
     if not dest.exists():
         signer = release_mod.sign_with(st.settings)
         src = st.store.local_path(job.media_uri)
-        await st.run(lambda: release_mod.release_file(src, dest, job, signer, payload=int(payload, 16)), "release")
+        tenant = st.video.prompts.policy_for(job.tenant).policy.release
+        await st.run(lambda: release_mod.release_file(src, dest, job, signer, tenant, int(payload, 16)), "release")
     job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
     await st.audit(AuditRecord(event="video.released", actor=f"worker:{st.settings.worker_name}", tenant=job.tenant,
                                subject=job.job_id, content_sha256=hashlib.sha256(dest.read_bytes()).hexdigest(),

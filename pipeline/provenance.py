@@ -28,6 +28,8 @@ from pipeline import __version__
 
 CLAIM_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.62558.2.1")  # C2PA claimSigning EKU
 MODERATION_LABEL = "org.genguard.moderation"
+MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg", ".png": "image/png"}
 SOFT_BINDING_ALG = "org.genguard.ss48"  # pipeline/invisible.py: 32-bit payload + CRC-16
 
 
@@ -91,6 +93,12 @@ def callback_signer(sign: Callable[[bytes], bytes], chain_pem: bytes, tsa_url: s
     return c2pa.Signer.from_callback(sign, c2pa.C2paSigningAlg.ES256, chain_pem.decode(), tsa_url)
 
 
+def mime_of(path: Path) -> str:
+    if (mime := MIME.get(path.suffix.lower())) is None:
+        raise ValueError(f"{path.name}: C2PA signing here covers {', '.join(sorted(MIME))}")
+    return mime
+
+
 def manifest(moderation: dict[str, Any], title: str) -> dict[str, Any]:
     return {
         "claim_generator_info": [{"name": "genguard", "version": __version__}],
@@ -99,11 +107,11 @@ def manifest(moderation: dict[str, Any], title: str) -> dict[str, Any]:
     }
 
 
-def sign_mp4(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str, Any],
-             ingredient: Path | None = None, watermark: int | None = None) -> None:
-    """Write ``dest``: ``src`` with an embedded, signed manifest (created by a trained model, and
-    the moderation summary); ``ingredient`` is the original upload; ``watermark`` the invisible
-    payload, recorded as a soft binding with a watermarked action."""
+def sign_media(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str, Any],
+               ingredient: Path | None = None, watermark: int | None = None) -> None:
+    """Write ``dest`` (same format as ``src``, by suffix): ``src`` with an embedded, signed manifest
+    (created by a trained model, and the moderation summary); ``ingredient`` is the original upload;
+    ``watermark`` the invisible payload, recorded as a soft binding with a watermarked action."""
     spec = manifest(moderation, dest.name)
     if watermark is not None:
         value = base64.b64encode(watermark.to_bytes(4, "big")).decode()
@@ -116,9 +124,9 @@ def sign_mp4(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str, A
         builder.add_action({"action": "c2pa.watermarked", "softwareAgent": agent})
     if ingredient is not None:
         with ingredient.open("rb") as f:
-            builder.add_ingredient({"title": ingredient.name, "relationship": "componentOf"}, "video/mp4", f)
+            builder.add_ingredient({"title": ingredient.name, "relationship": "componentOf"}, mime_of(ingredient), f)
     with src.open("rb") as source, dest.open("w+b") as out:
-        builder.sign(signer, "video/mp4", source, out)
+        builder.sign(signer, mime_of(src), source, out)
 
 
 @dataclass(slots=True)
@@ -136,7 +144,7 @@ def read(path: Path, trust_anchors: bytes | None = None) -> Provenance:
     context = c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors.decode()}}) if trust_anchors else None
     data = path.read_bytes()
     try:
-        reader = c2pa.Reader.try_create("video/mp4", io.BytesIO(data), context=context)
+        reader = c2pa.Reader.try_create(MIME.get(path.suffix.lower(), "video/mp4"), io.BytesIO(data), context=context)
     except c2pa.C2paError as e:  # a damaged manifest cannot even be parsed: invalid, never absent
         return Provenance(True, "Invalid", [type(e).__name__], error=str(e))
     if reader is None:

@@ -15,11 +15,12 @@ import c2pa
 
 from pipeline.invisible import Detection, detect
 from pipeline.media import Limits, decode, probe
-from pipeline.provenance import Credentials, dev_credentials, sign_mp4, signer_from
+from pipeline.provenance import Credentials, dev_credentials, sign_media, signer_from
 from pipeline.records import Job
 from pipeline.settings import Settings
 from pipeline.state import JobLedger
 from pipeline.watermark import MarkStyle, apply_marks
+from policies.schema import Release
 
 
 def credentials(settings: Settings) -> Credentials:
@@ -35,6 +36,12 @@ def trust_anchors(settings: Settings) -> bytes | None:
         return settings.trust_anchors_path.read_bytes()
     dev_root = settings.keys_dir / "root.pem"
     return dev_root.read_bytes() if dev_root.exists() else None
+
+
+def style_for(policy: Release, job: Job) -> MarkStyle:
+    """The tenant's mark: its text (with {tenant} and {creator} filled in), opacity, size, speed."""
+    text = policy.text.replace("{tenant}", job.tenant).replace("{creator}", job.actor)
+    return MarkStyle(text=text, opacity=policy.opacity, width_frac=policy.width_frac, period_s=policy.period_s)
 
 
 def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]:
@@ -55,7 +62,7 @@ def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]
     return summary
 
 
-def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, style: MarkStyle | None = None,
+def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, settings: Release | None = None,
                  payload: int | None = None) -> int:
     """Watermark ``src`` (invisible payload + visible mark) and sign the result into ``dest``
     (written atomically). Returns the invisible payload."""
@@ -64,9 +71,11 @@ def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, style: Ma
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         marked = Path(tmp) / "marked.mp4"
-        apply_marks(src, marked, info, style or MarkStyle(), Path(tmp), payload)
+        tenant = settings or Release()
+        apply_marks(src, marked, info, style_for(tenant, job), Path(tmp), payload)
         signed = Path(tmp) / "signed.mp4"
-        sign_mp4(marked, signed, signer, moderation_summary(job), ingredient=src, watermark=payload)
+        sign_media(marked, signed, signer, moderation_summary(job, tenant.include_prompt), ingredient=src,
+                 watermark=payload)
         signed.replace(dest)
     return payload
 

@@ -113,6 +113,16 @@ class HashList(Strict):
     max_distance: int = Field(31, ge=0, le=128, description="PDQ Hamming distance (31 is Meta's default)")
 
 
+class Release(Strict):
+    """How released videos are marked, per tenant: the visible mark and what the manifest says."""
+
+    text: str = Field("AI-generated · {tenant}", description="{tenant} and {creator} are filled in")
+    opacity: float = Field(0.65, gt=0.0, le=1.0)
+    width_frac: float = Field(0.28, gt=0.05, le=0.9, description="mark width as a share of the video width")
+    period_s: float = Field(3.0, ge=0.5, le=60.0, description="seconds per corner-to-corner leg")
+    include_prompt: bool = Field(False, description="put the prompt in the C2PA moderation assertion")
+
+
 class Policy(Strict):
     schema_version: Literal[1] = 1
     id: str
@@ -126,6 +136,7 @@ class Policy(Strict):
     categories: dict[str, Category]
     combinations: list[Combination] = []
     hash_lists: dict[str, HashList] = {}
+    release: Release = Release()
 
 
 class CategoryOverlay(Strict):
@@ -151,3 +162,4 @@ class Overlay(Strict):
     contexts: dict[str, Context] = {}
     categories: dict[str, CategoryOverlay] = {}
     combinations: list[Combination] = []
+    release: dict[str, str | float | bool] = {}

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.invisible import encode_bits
 from pipeline.media import Limits, decode, probe
-from pipeline.provenance import MODERATION_LABEL, dev_credentials, read, sign_mp4, signer_from
+from pipeline.provenance import MODERATION_LABEL, dev_credentials, read, sign_media, signer_from
 from pipeline.records import Job
 from pipeline.release import find_watermark, moderation_summary, release_file
 from pipeline.watermark import MarkStyle, apply_marks
@@ -91,7 +91,7 @@ def test_a_flipped_media_byte_is_a_hash_mismatch(keys: Path, released: Path, tmp
 def test_a_foreign_chain_is_untrusted(keys: Path, tmp_path: Path) -> None:
     foreign = dev_credentials(tmp_path / "foreign-keys")  # another PKI, same shape
     out = tmp_path / "foreign.mp4"
-    sign_mp4(SINTEL, out, signer_from(foreign), moderation_summary(JOB))
+    sign_media(SINTEL, out, signer_from(foreign), moderation_summary(JOB))
     assert read(out, dev_credentials(keys).root_pem).state == "Valid"  # valid signature, not our anchor
     assert "signingCredential.untrusted" in read(out, dev_credentials(keys).root_pem).codes
     assert read(out, foreign.root_pem).state == "Trusted"
@@ -137,3 +137,34 @@ def test_the_key_is_private(keys: Path) -> None:
     assert (keys / "signer.key").stat().st_mode & 0o077 == 0
     result = subprocess.run(["grep", "-r", "PRIVATE KEY", str(keys / "chain.pem")], capture_output=True)
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_images_sign_and_verify_too(keys: Path, tmp_path: Path, suffix: str) -> None:
+    import skimage.data
+    from PIL import Image
+
+    src = tmp_path / f"astronaut{suffix}"
+    Image.open(Path(skimage.data.__file__).parent / "astronaut.png").convert("RGB").save(src)
+    out = tmp_path / f"signed{suffix}"
+    sign_media(src, out, signer_from(dev_credentials(keys)), moderation_summary(JOB))
+    found = read(out, dev_credentials(keys).root_pem)
+    assert found.state == "Trusted" and found.assertions[MODERATION_LABEL]["job_id"] == JOB.job_id
+    data = bytearray(out.read_bytes())
+    data[-200] ^= 0xFF  # inside the image data, after the manifest
+    (tmp_path / f"bad{suffix}").write_bytes(bytes(data))
+    assert read(tmp_path / f"bad{suffix}", dev_credentials(keys).root_pem).state == "Invalid"
+
+
+def test_tenant_mark_and_prompt_opt_in() -> None:
+    from pipeline.release import style_for
+    from policies import engine
+
+    root = Path(__file__).resolve().parent.parent
+    acme = engine.load(root / "policies/default.yaml", root / "policies/tenants/acme.yaml").policy.release
+    job = JOB.model_copy(update={"actor": "key_abc"})
+    style = style_for(acme, job)
+    assert style.text == "AI-generated · acme news · key_abc" and style.opacity == 0.5 and style.period_s == 4.0
+    assert style_for(engine.load(root / "policies/default.yaml").policy.release, job).text == "AI-generated · acme"
+    assert moderation_summary(job, include_prompt=True)["prompt"] == "a secret prompt"
+    assert "prompt" not in moderation_summary(job)
