@@ -520,13 +520,18 @@ def redis_cmd() -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--stages", default="prompt,media,frames,audio,decide,release", show_default=True,
+              help="Comma-separated stages this worker runs; each subset scales on its own.")
+def worker(stages: str) -> None:
     """Run the stream worker (faust agents) against the configured broker."""
     from faust.worker import Worker
 
     from pipeline.worker import build_app
 
-    app = build_app(_settings())
+    try:
+        app = build_app(_settings(), stages=[s.strip() for s in stages.split(",") if s.strip()])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--stages") from e
     Worker(app, loglevel="info").execute_from_commandline()
 
 

@@ -75,7 +75,7 @@ class Stages:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn), self.settings.stage_timeout_s)
         except TimeoutError as e:
-            raise TimeoutError(f"{what} exceeded {self.settings.stage_timeout_s:.0f}s") from e
+            raise TimeoutError(f"{what} exceeded {self.settings.stage_timeout_s:g}s") from e
 
     async def once(self, stage: str, msg: JobMessage) -> Job | None:
         """Claim (job, stage); None when done already or leased by another worker."""

@@ -175,9 +175,10 @@ class VideoGate:
         sig = Signals(modality="frames", environment=self.settings.environment)
         used: dict[int, list[str]] = {}
         per_frame: dict[str, dict[str, np.ndarray]] = {}
+        stage_error = obs.errors.get("frames")  # the whole frame stage failed (or timed out)
         for name, spec in policy.policy.signals.items():
-            if spec.modality == "frames" and name in obs.errors:
-                sig.errors[name] = obs.errors[name]
+            if spec.modality == "frames" and (problem := obs.errors.get(name) or stage_error):
+                sig.errors[name] = problem
         per_frame.update({name: {"*": np.array(scores)} for name, scores in obs.detectors.items()})
         zs = self.zero_shot(policy)
         if obs.clip is not None and zs is not None:

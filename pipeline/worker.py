@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -32,9 +32,26 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_session_timeout": 6, "broker_heartbeat_interval": 1, "producer_max_batch_size": 64}
 
 
-def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
+VIDEO_STAGES: dict[str, tuple[str, Callable[[jobs.Stages, JobMessage], Awaitable[object]]]] = {
+    "media": (Topics.MEDIA, jobs.sample),
+    "frames": (Topics.FRAMES, jobs.score_frames),
+    "audio": (Topics.AUDIO, jobs.transcribe),
+    "decide": (Topics.DECIDE, jobs.decide),
+    "release": (Topics.ALLOWED, jobs.release),
+}
+ALL_STAGES = ("prompt", *VIDEO_STAGES)
+
+
+def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterable[str] = ALL_STAGES) -> faust.App:
+    """The stages this worker runs. A worker with a subset of them is its own consumer group
+    (``<name>-<stages>``), so each role scales on its own and replicas of a role share partitions."""
+    chosen = set(stages)
+    if unknown := chosen - set(ALL_STAGES):
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {', '.join(ALL_STAGES)}")
+    group = settings.worker_name if chosen == set(ALL_STAGES) else \
+        f"{settings.worker_name}-{'-'.join(s for s in ALL_STAGES if s in chosen)}"
     app = faust.App(
-        settings.worker_name,
+        group,
         broker=[f"kafka://{a}" for a in settings.kafka_bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",
@@ -54,8 +71,8 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
         fut = await topics[topic].send(key=key.encode(), value=value)
         await fut  # acknowledged before the ledger marks the work done
 
-    stages = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir),
-                         VideoGate.from_settings(settings, gate, cache), publish, store)
+    video = VideoGate.from_settings(settings, gate, cache) if chosen & set(VIDEO_STAGES) else None
+    ctx = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), video, publish, store)
 
     async def dead_letter(topic: str, raw: bytes, error: str) -> None:
         DEAD_LETTERS.labels(topic).inc()
@@ -71,7 +88,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
                     await dead_letter(topic, raw, str(e))
                     continue
                 try:
-                    await stage(stages, msg)
+                    await stage(ctx, msg)
                 except Exception as e:  # the lease runs out and the reconciler re-publishes the job
                     log.exception("%s failed for %s", stage.__name__, msg.job_id)
                     await dead_letter(topic, raw, f"{type(e).__name__}: {e}")
@@ -83,19 +100,19 @@ def build_app(settings: Settings, gate: PromptGate | None = None) -> faust.App:
     async def record_policy() -> None:
         await announce_policy(gate, state, publish, f"worker:{settings.worker_name}")
 
-    @app.agent(topics[Topics.PROMPTS])
     async def check_prompts(stream: faust.StreamT[bytes]) -> None:
         async for raw in stream:
             await handle_prompt(raw, gate, state, publish, store)
 
-    job_agent(Topics.MEDIA, jobs.sample)
-    job_agent(Topics.FRAMES, jobs.score_frames)
-    job_agent(Topics.AUDIO, jobs.transcribe)
-    job_agent(Topics.DECIDE, jobs.decide)
-    job_agent(Topics.ALLOWED, jobs.release)
+    if "prompt" in chosen:
+        app.agent(topics[Topics.PROMPTS], name="genguard.check_prompts")(check_prompts)
+    for name, (topic, stage) in VIDEO_STAGES.items():
+        if name in chosen:
+            job_agent(topic, stage)
 
-    @app.timer(interval=settings.reconcile_every_s)
     async def reconcile() -> None:
-        await jobs.reconcile(stages)
+        await jobs.reconcile(ctx)
 
+    if video is not None:
+        app.timer(interval=settings.reconcile_every_s)(reconcile)
     return app

@@ -60,14 +60,19 @@ def parse(path: Path) -> Source:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise PolicyError([LintError(file, 1, f"cannot read policy: {e}")]) from e
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise PolicyError([LintError(file, mark.line + 1 if mark else 1, f"YAML syntax: {e.problem}")]) from e
+    except yaml.YAMLError as e:  # e.g. a character YAML does not allow; it knows the offset, not the line
+        line = text[: getattr(e, "position", 0)].count("\n") + 1
+        raise PolicyError([LintError(file, line, f"YAML: {e}")]) from e
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise PolicyError([LintError(file, 1, "policy file is empty")])
     lines: dict[Loc, int] = {}
