@@ -19,7 +19,6 @@ from pathlib import Path
 from pipeline.records import AuditRecord
 
 GENESIS = "0" * 64
-CHAIN_FIELDS = ("stream", "seq", "prev_hash")
 
 
 def record_hash(fields: dict) -> str:

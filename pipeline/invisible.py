@@ -57,7 +57,6 @@ def pattern_yuv(payload: int, width: int, height: int, seed: int = SEED) -> byte
 class Detection:
     payload: int | None  # None when the CRC does not check: no (or a damaged) watermark
     bits: tuple[int, ...]
-    confidence: float  # mean |correlation| in units of its noise; ~0.8 with no watermark
 
 
 def _cells(frame: np.ndarray, grid: int) -> np.ndarray:
@@ -71,14 +70,13 @@ def _cells(frame: np.ndarray, grid: int) -> np.ndarray:
 
 def detect(frames: list[np.ndarray], seed: int = SEED) -> Detection:
     if not frames:
-        return Detection(None, (), 0.0)
+        return Detection(None, ())
     grid = grid_for(frames[0].shape[1], frames[0].shape[0])
     patterns = _patterns(grid, seed)
     scores = np.zeros(BITS)
     for frame in frames:
         scores += np.tensordot(patterns, _cells(frame, grid), axes=([1, 2], [0, 1]))
-    noise = np.std(scores) or 1.0
     bits = tuple(int(s > 0) for s in scores)
     word = int("".join(map(str, bits)), 2)
     payload, crc = word >> 16, word & 0xFFFF
-    return Detection(payload if _crc16(payload) == crc else None, bits, float(np.mean(np.abs(scores)) / noise))
+    return Detection(payload if _crc16(payload) == crc else None, bits)

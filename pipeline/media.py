@@ -17,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger("genguard.media")
 
-CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv"}
+CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}  # FFmpeg demuxer names
 VIDEO_CODECS = {"h264", "hevc", "vp9", "av1", "vp8"}
 Reason = Literal["first", "last", "uniform", "scene"]
 

@@ -200,10 +200,10 @@ class VideoGate:
         if self.hashes is not None and "hash" not in obs.errors:
             sig.scores["hash"] = {}
             lists = policy.policy.hash_lists
-            hashes = [f.pdq for f in obs.frames if f.pdq]
-            for hit in self.hashes.search(hashes, {n: hl.max_distance for n, hl in lists.items()}):
-                spec = lists[hit.list_name]
-                frame = next(i for i, f in enumerate(obs.frames) if f.pdq == hashes[hit.query])
+            hashed = [(i, f.pdq) for i, f in enumerate(obs.frames) if f.pdq]
+            queries = [h for _, h in hashed]
+            for hit in self.hashes.search(queries, {n: hl.max_distance for n, hl in lists.items()}):
+                spec, frame = lists[hit.list_name], hashed[hit.query][0]
                 used.setdefault(frame, []).append(f"{spec.category} hash {hit.list_name}")
                 sig.matches.setdefault(spec.category, []).append(Match(
                     kind="hash", id=hit.list_name, severity=spec.severity, score=1.0,
