@@ -143,7 +143,7 @@ async def _start_producer(settings: Settings) -> AIOKafkaProducer | None:
                                 max_batch_size=64 if settings.embedded_broker else 16384)
     try:
         await producer.start()
-        await ensure_topics(settings.kafka_bootstrap, [Topics.AUDIT, Topics.MEDIA, Topics.ALLOWED, Topics.BLOCKED])
+        await ensure_topics(settings, Topics.all())
     except KafkaError as e:
         log.error("broker %s unreachable at start-up: %s", settings.kafka_bootstrap, e)
         await producer.stop()
@@ -174,6 +174,12 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
         return JSONResponse({"error": {"code": e.code, "message": e.message}}, status_code=e.status)
+
+    @app.exception_handler(RedisError)
+    async def state_down(_: Request, e: RedisError) -> JSONResponse:
+        log.error("redis: %s", e)  # nothing is accepted or decided without the ledger
+        return JSONResponse({"error": {"code": "state_unavailable", "message": f"job state store: {type(e).__name__}"}},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:

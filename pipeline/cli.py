@@ -519,9 +519,14 @@ def redis_cmd() -> None:
     click.echo(f"redis {'started' if started else 'already running'} at {settings.redis_url}")
 
 
+def _stages(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
 @main.command()
 @click.option("--stages", default="prompt,media,frames,audio,decide,release", show_default=True,
-              help="Comma-separated stages this worker runs; each subset scales on its own.")
+              help="Comma-separated stages this worker runs (add 'audit' for the audit writer); "
+                   "each subset is its own consumer group and scales on its own.")
 def worker(stages: str) -> None:
     """Run the stream worker (faust agents) against the configured broker."""
     from faust.worker import Worker
@@ -529,10 +534,67 @@ def worker(stages: str) -> None:
     from pipeline.worker import build_app
 
     try:
-        app = build_app(_settings(), stages=[s.strip() for s in stages.split(",") if s.strip()])
+        app = build_app(_settings(), stages=_stages(stages))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--stages") from e
     Worker(app, loglevel="info").execute_from_commandline()
+
+
+@main.group()
+def health() -> None:
+    """Probes for containers: exit 0 when healthy, 1 (with the reason) when not."""
+
+
+@health.command("api")
+@click.option("--url", default=None, help="Default: http://<GENGUARD_API_HOST>:<GENGUARD_API_PORT>/readyz")
+def health_api(url: str | None) -> None:
+    """The API answers /readyz with 200 (broker and Redis reachable)."""
+    import httpx
+
+    settings = _settings()
+    url = url or f"http://{settings.api_host}:{settings.api_port}/readyz"
+    try:
+        r = httpx.get(url, timeout=4)
+    except httpx.HTTPError as e:
+        raise click.ClickException(f"{url}: {type(e).__name__}: {e}") from e
+    if r.status_code != 200:
+        raise click.ClickException(f"{url}: {r.status_code} {r.text[:200]}")
+    click.echo(f"ok: {r.text[:200]}")
+
+
+@health.command("worker")
+@click.option("--stages", default=None, help="The worker's --stages; default: the freshest worker heartbeat here.")
+@click.option("--max-age", default=30.0, show_default=True, help="Seconds since the last heartbeat.")
+def health_worker(stages: str | None, max_age: float) -> None:
+    """A worker's heartbeat is fresh: its event loop turns and Redis answers."""
+    from pipeline.worker import group_id, heartbeat_path
+
+    settings = _settings()
+    files = [heartbeat_path(settings, group_id(settings, _stages(stages)))] if stages else \
+        sorted(settings.run_dir.glob("*.alive"), key=lambda p: p.stat().st_mtime)[-1:]
+    if not files or not files[0].exists():
+        raise click.ClickException(f"no worker heartbeat under {settings.run_dir}")
+    age = time.time() - files[0].stat().st_mtime
+    if age > max_age:
+        raise click.ClickException(f"{files[0].name}: last heartbeat {age:.0f}s ago (limit {max_age:g}s)")
+    click.echo(f"ok: {files[0].stem} beat {age:.1f}s ago")
+
+
+@main.group()
+def topics() -> None:
+    """The Kafka topics genguard uses."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create the missing topics with GENGUARD_TOPIC_PARTITIONS and GENGUARD_TOPIC_REPLICATION."""
+    from pipeline.records import Topics
+    from pipeline.services import ensure_topics
+
+    settings = _settings()
+    made = asyncio.run(ensure_topics(settings, Topics.all()))
+    click.echo(f"created {len(made)} topics ({settings.topic_partitions} partitions, replication "
+               f"{settings.topic_replication}) on {settings.kafka_bootstrap}: {', '.join(made) or 'none missing'}")
 
 
 @main.command()

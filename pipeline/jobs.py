@@ -45,6 +45,7 @@ Publish = Callable[[str, str, bytes], Awaitable[None]]
 T = TypeVar("T")
 OUTCOME: dict[str, tuple[JobStatus, str]] = {
     "allow": ("allowed", Topics.ALLOWED), "review": ("review", Topics.REVIEW), "block": ("blocked", Topics.BLOCKED)}
+DECIDED: dict[JobStatus, str] = dict(OUTCOME.values())
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class Stages:
     gate: VideoGate | None  # the API submits and reviews without loading models
     publish: Publish
     signals: SignalStore | None = None  # observations kept for replay
+    owner: str = dataclasses.field(default_factory=lambda: f"owner-{secrets.token_hex(8)}")  # this process's claims
 
     @property
     def video(self) -> VideoGate:
@@ -79,7 +81,7 @@ class Stages:
 
     async def once(self, stage: str, msg: JobMessage) -> Job | None:
         """Claim (job, stage); None when done already or leased by another worker."""
-        if not await self.state.claim(f"job-{stage}", msg.job_id):
+        if not await self.state.claim(f"job-{stage}", msg.job_id, self.owner):
             return None
         job = await self.jobs.get(msg.job_id)
         if job is None or job.tenant != msg.tenant:
@@ -89,9 +91,22 @@ class Stages:
         return job
 
 
+    async def hand_back(self, stage: str, job_id: str) -> bool:
+        """On shutdown: free a claim this process still holds, so the redelivered message runs at once
+        instead of waiting out the lease. A finished stage, or another worker's claim, is left alone."""
+        return await self.state.hand_back(f"job-{stage}", job_id, self.owner)
+
+
+def stage_audit_id(job_id: str, event: str) -> str:
+    """A job's stage records one event once: a re-run (after a crash or a hand-back) repeats the same id,
+    and the audit writer keeps only the first."""
+    return f"aud_{job_id}.{event}"
+
+
 def rejection(job_id: str, tenant: str, actor: str, sha256: str, error: MediaError) -> AuditRecord:
-    return AuditRecord(event="video.rejected", actor=actor, tenant=tenant, subject=job_id, content_sha256=sha256,
-                       action="block", reason=f"{error.code}: {error}")
+    return AuditRecord(audit_id=stage_audit_id(job_id, "video.rejected"), event="video.rejected", actor=actor,
+                       tenant=tenant, subject=job_id, content_sha256=sha256, action="block",
+                       reason=f"{error.code}: {error}")
 
 
 async def submit(st: Stages, upload: Path, suffix: str, tenant: str, actor: str, prompt: str | None,
@@ -119,7 +134,7 @@ async def submit(st: Stages, upload: Path, suffix: str, tenant: str, actor: str,
 
 
 async def sample(st: Stages, msg: JobMessage) -> None:
-    job = await st.once("sample", msg)
+    job = await st.once("media", msg)
     if job is None:
         return
     await st.jobs.update(job.job_id, "sampling")
@@ -130,13 +145,13 @@ async def sample(st: Stages, msg: JobMessage) -> None:
         await st.jobs.update(job.job_id, "failed", error={"code": e.code, "message": str(e)})
         await st.audit(rejection(job.job_id, job.tenant, job.actor, job.sha256, e))
         await st.send(Topics.BLOCKED, job)
-        await st.state.complete("job-sample", job.job_id, "failed")
+        await st.state.complete("job-media", job.job_id, "failed")
         return
     meta = {"probe": dataclasses.asdict(media.probe), "notes": media.notes}
     await st.jobs.update(job.job_id, "scoring", decision=meta)
     await st.send(Topics.FRAMES, job, "frames")
     await st.send(Topics.AUDIO, job, "audio")
-    await st.state.complete("job-sample", job.job_id, "done")
+    await st.state.complete("job-media", job.job_id, "done")
 
 
 async def _part(st: Stages, msg: JobMessage, part: str, status: JobStatus,
@@ -175,6 +190,10 @@ async def decide(st: Stages, msg: JobMessage) -> VideoDecision | None:
     job = await st.once("decide", msg)
     if job is None:
         return None
+    if job.status in DECIDED:  # decided and recorded before a crash: only the hand-off is left
+        await st.send(DECIDED[job.status], job)
+        await st.state.complete("job-decide", job.job_id, job.status)
+        return None
     await st.jobs.update(job.job_id, "deciding")
     frames = VideoObservation.model_validate_json(parts["frames"])
     audio = VideoObservation.model_validate_json(parts["audio"])
@@ -189,13 +208,14 @@ async def decide(st: Stages, msg: JobMessage) -> VideoDecision | None:
                                         action=decision.action, categories=sorted(decision.flagged()),
                                         policy_id=decision.policy_id, policy_version=decision.policy_version))
     status, topic = OUTCOME[decision.action]
-    await st.jobs.update(job.job_id, status, decision=decision.model_dump(mode="json"))
     await st.audit(AuditRecord(
-        event="video.decision", actor=f"worker:{st.settings.worker_name}", tenant=job.tenant, subject=job.job_id,
+        audit_id=stage_audit_id(job.job_id, "video.decision"), event="video.decision",
+        actor=f"worker:{st.settings.worker_name}", tenant=job.tenant, subject=job.job_id,
         content_sha256=job.sha256, policy_id=decision.policy_id, policy_version=decision.policy_version,
         model_versions=decision.model_versions, action=decision.action,
         categories={c.category: c.score for c in decision.categories},
         reason="; ".join(f"{c.category}:{c.severity}" for c in decision.categories) or "no category fired"))
+    await st.jobs.update(job.job_id, status, decision=decision.model_dump(mode="json"))  # after its audit record
     await st.send(topic, job)
     await st.state.complete("job-decide", job.job_id, decision.action)
     return decision
@@ -231,9 +251,11 @@ async def release(st: Stages, msg: JobMessage) -> Job | None:
         tenant = st.video.prompts.policy_for(job.tenant).policy.release
         await st.run(lambda: release_mod.release_file(src, dest, job, signer, tenant, int(payload, 16)), "release")
     job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
-    await st.audit(AuditRecord(event="video.released", actor=f"worker:{st.settings.worker_name}", tenant=job.tenant,
-                               subject=job.job_id, content_sha256=hashlib.sha256(dest.read_bytes()).hexdigest(),
-                               action="allow", reason=f"invisible watermark {payload} + visible mark + signed C2PA"))
+    await st.audit(AuditRecord(
+        audit_id=stage_audit_id(job.job_id, "video.released"), event="video.released",
+        actor=f"worker:{st.settings.worker_name}", tenant=job.tenant, subject=job.job_id,
+        content_sha256=hashlib.sha256(dest.read_bytes()).hexdigest(), action="allow",
+        reason=f"invisible watermark {payload} + visible mark + signed C2PA"))
     await st.send(Topics.RELEASED, job)
     await st.state.complete("job-release", job.job_id, "done")
     return job

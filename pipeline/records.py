@@ -26,6 +26,10 @@ class Topics:
     AUDIT = "genguard.audit"
     DLQ = "genguard.dlq"
 
+    @classmethod
+    def all(cls) -> list[str]:
+        return [v for k, v in vars(cls).items() if k.isupper()]
+
 
 JobStatus = Literal["queued", "sampling", "scoring", "transcribing", "deciding", "review", "allowed", "released",
                     "blocked", "failed"]

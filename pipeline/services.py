@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from pipeline.settings import Settings
+
 
 class ServiceError(RuntimeError):
     pass
@@ -140,17 +142,19 @@ def terminate(name: str, run_dir: Path, timeout: float = 15) -> bool:
     return True
 
 
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
-    """Create the topics genguard writes to; clusters with auto-creation off need this."""
+async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
+    """Create the missing topics (clusters with auto-creation off need this); returns those created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         missing = [n for n in names if n not in set(await admin.list_topics())]
         if missing:
+            new = [NewTopic(n, settings.topic_partitions, settings.topic_replication) for n in missing]
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(n, partitions, 1) for n in missing])
+                await admin.create_topics(new)
+        return missing
     finally:
         await admin.close()

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     environment: str = "production"
     worker_name: str = "genguard"
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic: the most replicas of a stage.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor of topics genguard creates.")
+    worker_concurrency: int = Field(
+        default=1, ge=1, le=64, description="Jobs one worker runs at once per stage: its bound on in-flight work.")
+    heartbeat_every_s: float = 5.0
     audit_segment_records: int = 100_000
     shadow_policy_path: Path | None = Field(
         default=None, description="A candidate policy evaluated next to the live one; both decisions are recorded."
@@ -93,6 +98,10 @@ class Settings(BaseSettings):
     @property
     def hashes_dir(self) -> Path:
         return self.var_dir / "hashes"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
 
     @property
     def media_dir(self) -> Path:

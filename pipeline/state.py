@@ -36,6 +36,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_DELETE_IF_EQUAL = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
 class State:
     """Async Redis state shared by the API and the workers."""
 
@@ -55,9 +58,13 @@ class State:
         await self.redis.aclose()
 
     # -- processing ledger: one owner per request, results kept for replays of the same id
-    async def claim(self, kind: str, subject: str) -> bool:
+    async def claim(self, kind: str, subject: str, owner: str = "") -> bool:
         """True if this caller now owns ``subject``; False if it is done or leased elsewhere."""
-        return bool(await self.redis.set(self._key(kind, subject), b"", nx=True, ex=self.lease_s))
+        return bool(await self.redis.set(self._key(kind, subject), owner.encode(), nx=True, ex=self.lease_s))
+
+    async def hand_back(self, kind: str, subject: str, owner: str) -> bool:
+        """Give up a claim only while ``owner`` still holds it (not once completed or taken over)."""
+        return bool(await self.redis.eval(_DELETE_IF_EQUAL, 1, self._key(kind, subject), owner))
 
     async def complete(self, kind: str, subject: str, result: str) -> None:
         await self.redis.set(self._key(kind, subject), result.encode(), ex=self.done_ttl_s)

@@ -1,15 +1,26 @@
-"""The faust app: topics and agents. Each agent is a thin loop over a stage function."""
+"""The faust app: topics and agents. Each agent is a thin loop over a stage function.
+
+Backpressure: each stage runs at most ``worker_concurrency`` jobs at once and buffers only a few
+more (faust pauses the partitions when its stream buffer is full), so a busy worker leaves the
+backlog in Kafka where another replica can take it. Shutdown (SIGTERM): in-flight jobs are
+cancelled and their claims handed back, their offsets stay uncommitted, and the next owner of
+the partition redoes them at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
-from pipeline import jobs
+from pipeline import audit_writer, jobs
 from pipeline.gate import PromptGate
 from pipeline.media_store import LocalMediaStore
 from pipeline.metrics import DEAD_LETTERS
@@ -21,8 +32,6 @@ from pipeline.state import JobLedger, RedisVectorCache, State
 from pipeline.video import VideoGate
 
 log = logging.getLogger("genguard.worker")
-TOPICS = (Topics.PROMPTS, Topics.VERDICTS, Topics.MEDIA, Topics.FRAMES, Topics.AUDIO, Topics.DECIDE, Topics.ALLOWED,
-          Topics.RELEASED, Topics.REVIEW, Topics.BLOCKED, Topics.AUDIT, Topics.DLQ)
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -39,17 +48,31 @@ VIDEO_STAGES: dict[str, tuple[str, Callable[[jobs.Stages, JobMessage], Awaitable
     "decide": (Topics.DECIDE, jobs.decide),
     "release": (Topics.ALLOWED, jobs.release),
 }
-ALL_STAGES = ("prompt", *VIDEO_STAGES)
+ALL_STAGES = ("prompt", *VIDEO_STAGES, "audit")
+DEFAULT_STAGES = ALL_STAGES[:-1]  # the audit writer runs as its own process unless asked for
 
 
-def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterable[str] = ALL_STAGES) -> faust.App:
+def heartbeat_path(settings: Settings, group: str) -> Path:
+    return settings.run_dir / f"{group}.alive"
+
+
+def group_id(settings: Settings, stages: Iterable[str]) -> str:
+    """The consumer group of a worker: ``<name>`` for the default set, else ``<name>-<stages>``."""
+    chosen = set(stages)
+    if chosen == set(DEFAULT_STAGES):
+        return settings.worker_name
+    return f"{settings.worker_name}-{'-'.join(s for s in ALL_STAGES if s in chosen)}"
+
+
+def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterable[str] = DEFAULT_STAGES) -> faust.App:
     """The stages this worker runs. A worker with a subset of them is its own consumer group
     (``<name>-<stages>``), so each role scales on its own and replicas of a role share partitions."""
     chosen = set(stages)
     if unknown := chosen - set(ALL_STAGES):
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {', '.join(ALL_STAGES)}")
-    group = settings.worker_name if chosen == set(ALL_STAGES) else \
-        f"{settings.worker_name}-{'-'.join(s for s in ALL_STAGES if s in chosen)}"
+    if not chosen:
+        raise ValueError(f"no stages chosen; choose from {', '.join(ALL_STAGES)}")
+    group = group_id(settings, chosen)
     app = faust.App(
         group,
         broker=[f"kafka://{a}" for a in settings.kafka_bootstrap.split(",")],
@@ -57,13 +80,13 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         key_serializer="raw",
         web_enabled=False,
         datadir=str(settings.var_dir / "faust"),
-        topic_partitions=4,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        stream_buffer_maxsize=4 * settings.worker_concurrency,
         **broker_options(settings),
     )
-    topics = {name: app.topic(name, value_type=bytes, key_type=bytes) for name in TOPICS}
+    topics = {name: app.topic(name, value_type=bytes, key_type=bytes) for name in Topics.all()}
     cache = RedisVectorCache(settings)
-    gate = gate or PromptGate.from_settings(settings, cache)
-    gate.warm()
     state = State(settings)
     store = LocalSignalStore(settings.signals_dir)
 
@@ -71,7 +94,16 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         fut = await topics[topic].send(key=key.encode(), value=value)
         await fut  # acknowledged before the ledger marks the work done
 
-    video = VideoGate.from_settings(settings, gate, cache) if chosen & set(VIDEO_STAGES) else None
+    if chosen - {"audit"}:  # the audit writer alone needs no models
+        gate = gate or PromptGate.from_settings(settings, cache)
+        gate.warm()
+        loaded = gate
+
+        @app.task
+        async def record_policy() -> None:
+            await announce_policy(loaded, state, publish, f"worker:{settings.worker_name}")
+
+    video = VideoGate.from_settings(settings, gate, cache) if gate and chosen & set(VIDEO_STAGES) else None
     ctx = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), video, publish, store)
 
     async def dead_letter(topic: str, raw: bytes, error: str) -> None:
@@ -79,7 +111,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         letter = DeadLetter(topic=topic, error=error, payload=raw.decode("utf-8", "replace")[:65536])
         await publish(Topics.DLQ, "", letter.model_dump_json().encode())
 
-    def job_agent(topic: str, stage: Callable[[jobs.Stages, JobMessage], Awaitable[object]]) -> None:
+    def job_agent(name: str, topic: str, stage: Callable[[jobs.Stages, JobMessage], Awaitable[object]]) -> None:
         async def run(stream: faust.StreamT[bytes]) -> None:
             async for raw in stream:
                 try:
@@ -89,29 +121,52 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
                     continue
                 try:
                     await stage(ctx, msg)
+                except asyncio.CancelledError:  # shutting down: hand the job back, then stop
+                    if await asyncio.shield(ctx.hand_back(name, msg.job_id)):
+                        log.warning("%s: handed %s back on shutdown", name, msg.job_id)
+                    raise
                 except Exception as e:  # the lease runs out and the reconciler re-publishes the job
                     log.exception("%s failed for %s", stage.__name__, msg.job_id)
                     await dead_letter(topic, raw, f"{type(e).__name__}: {e}")
 
         run.__name__ = stage.__name__
-        app.agent(topics[topic], name=f"genguard.{stage.__name__}")(run)
+        app.agent(topics[topic], name=f"genguard.{stage.__name__}", concurrency=settings.worker_concurrency)(run)
 
-    @app.task
-    async def record_policy() -> None:
-        await announce_policy(gate, state, publish, f"worker:{settings.worker_name}")
+    if gate is not None and "prompt" in chosen:
+        prompt_gate = gate
 
-    async def check_prompts(stream: faust.StreamT[bytes]) -> None:
-        async for raw in stream:
-            await handle_prompt(raw, gate, state, publish, store)
+        async def check_prompts(stream: faust.StreamT[bytes]) -> None:
+            async for raw in stream:
+                await handle_prompt(raw, prompt_gate, state, publish, store)
 
-    if "prompt" in chosen:
-        app.agent(topics[Topics.PROMPTS], name="genguard.check_prompts")(check_prompts)
+        app.agent(topics[Topics.PROMPTS], name="genguard.check_prompts",
+                  concurrency=settings.worker_concurrency)(check_prompts)
     for name, (topic, stage) in VIDEO_STAGES.items():
         if name in chosen:
-            job_agent(topic, stage)
+            job_agent(name, topic, stage)
+    if "audit" in chosen:
+        @app.task
+        async def write_audit() -> None:
+            await audit_writer.run(settings, asyncio.Event())  # runs until the worker stops and cancels it
+
+    alive = heartbeat_path(settings, group)
+
+    @app.timer(interval=settings.heartbeat_every_s)
+    async def heartbeat() -> None:
+        """Touched while the event loop turns and Redis answers: `genguard health worker` reads it."""
+        try:
+            await state.ping()
+        except RedisError as e:  # stale heartbeat: the probe fails if Redis stays away
+            log.warning("heartbeat: redis unavailable: %s", e)
+            return
+        alive.parent.mkdir(parents=True, exist_ok=True)
+        alive.write_text(f"{time.time():.0f}\n")
 
     async def reconcile() -> None:
-        await jobs.reconcile(ctx)
+        try:
+            await jobs.reconcile(ctx)
+        except Exception:  # Redis or the broker away: try again next round (a timer that raised stops the worker)
+            log.exception("reconciler round failed")
 
     if video is not None:
         app.timer(interval=settings.reconcile_every_s)(reconcile)
