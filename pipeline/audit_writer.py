@@ -69,8 +69,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     sink = AuditSink(settings.audit_dir, settings.audit_segment_records)
     state = State(settings)
     quick = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000} if settings.embedded_broker else {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=f"{settings.worker_name}-audit",
-                                enable_auto_commit=False, auto_offset_reset="earliest", **quick)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"{settings.worker_name}-audit-writer", enable_auto_commit=False,
+                                auto_offset_reset="earliest", **quick)
     consumer.subscribe([Topics.AUDIT], listener=_Reassign(sink))
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await consumer.start()

@@ -57,7 +57,6 @@ class Stages:
     gate: VideoGate | None  # the API submits and reviews without loading models
     publish: Publish
     signals: SignalStore | None = None  # observations kept for replay
-    owner: str = dataclasses.field(default_factory=lambda: f"owner-{secrets.token_hex(8)}")  # this process's claims
 
     @property
     def video(self) -> VideoGate:
@@ -81,20 +80,16 @@ class Stages:
 
     async def once(self, stage: str, msg: JobMessage) -> Job | None:
         """Claim (job, stage); None when done already or leased by another worker."""
-        if not await self.state.claim(f"job-{stage}", msg.job_id, self.owner):
+        if not await self.state.claim(f"job-{stage}", msg.job_id):
             return None
         job = await self.jobs.get(msg.job_id)
         if job is None or job.tenant != msg.tenant:
             log.warning("%s: no job %s for tenant %s", stage, msg.job_id, msg.tenant)
             return None
         await self.jobs.touch(job.job_id)
+        log.info("%s: %s claimed", stage, job.job_id)
         return job
 
-
-    async def hand_back(self, stage: str, job_id: str) -> bool:
-        """On shutdown: free a claim this process still holds, so the redelivered message runs at once
-        instead of waiting out the lease. A finished stage, or another worker's claim, is left alone."""
-        return await self.state.hand_back(f"job-{stage}", job_id, self.owner)
 
 
 def stage_audit_id(job_id: str, event: str) -> str:

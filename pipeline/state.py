@@ -16,6 +16,9 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from pipeline.records import TERMINAL, Job, JobStatus, new_id, utcnow
 from pipeline.settings import Settings
@@ -36,14 +39,16 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-_DELETE_IF_EQUAL = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+RETRIES = 3  # a restarted Redis leaves dead pooled connections: reconnect rather than fail the request
 
 
 class State:
     """Async Redis state shared by the API and the workers."""
 
     def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
-        self.redis = client or aioredis.from_url(settings.redis_url)
+        self.redis = client or aioredis.from_url(
+            settings.redis_url, retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         self.prefix = settings.redis_prefix
         self.lease_s = settings.job_lease_s
         self.done_ttl_s = settings.done_ttl_s
@@ -58,13 +63,9 @@ class State:
         await self.redis.aclose()
 
     # -- processing ledger: one owner per request, results kept for replays of the same id
-    async def claim(self, kind: str, subject: str, owner: str = "") -> bool:
+    async def claim(self, kind: str, subject: str) -> bool:
         """True if this caller now owns ``subject``; False if it is done or leased elsewhere."""
-        return bool(await self.redis.set(self._key(kind, subject), owner.encode(), nx=True, ex=self.lease_s))
-
-    async def hand_back(self, kind: str, subject: str, owner: str) -> bool:
-        """Give up a claim only while ``owner`` still holds it (not once completed or taken over)."""
-        return bool(await self.redis.eval(_DELETE_IF_EQUAL, 1, self._key(kind, subject), owner))
+        return bool(await self.redis.set(self._key(kind, subject), b"", nx=True, ex=self.lease_s))
 
     async def complete(self, kind: str, subject: str, result: str) -> None:
         await self.redis.set(self._key(kind, subject), result.encode(), ex=self.done_ttl_s)
@@ -121,7 +122,9 @@ class RedisVectorCache:
     """Exemplar embeddings by content key; used once per policy version at start-up (sync)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         self.prefix = f"{settings.redis_prefix}:vectors"
 
     def get(self, key: str) -> np.ndarray | None:

@@ -2,9 +2,9 @@
 
 Backpressure: each stage runs at most ``worker_concurrency`` jobs at once and buffers only a few
 more (faust pauses the partitions when its stream buffer is full), so a busy worker leaves the
-backlog in Kafka where another replica can take it. Shutdown (SIGTERM): in-flight jobs are
-cancelled and their claims handed back, their offsets stay uncommitted, and the next owner of
-the partition redoes them at once.
+backlog in Kafka where another replica can take it. Shutdown (SIGTERM): faust stops fetching,
+lets the stages in flight finish (each bounded by the stage timeout), commits, then exits; a
+worker killed before that leaves leases that run out, and the reconciler re-publishes its jobs.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
     if not chosen:
         raise ValueError(f"no stages chosen; choose from {', '.join(ALL_STAGES)}")
     group = group_id(settings, chosen)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level of its datadir
     app = faust.App(
         group,
         broker=[f"kafka://{a}" for a in settings.kafka_bootstrap.split(",")],
@@ -111,7 +112,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         letter = DeadLetter(topic=topic, error=error, payload=raw.decode("utf-8", "replace")[:65536])
         await publish(Topics.DLQ, "", letter.model_dump_json().encode())
 
-    def job_agent(name: str, topic: str, stage: Callable[[jobs.Stages, JobMessage], Awaitable[object]]) -> None:
+    def job_agent(topic: str, stage: Callable[[jobs.Stages, JobMessage], Awaitable[object]]) -> None:
         async def run(stream: faust.StreamT[bytes]) -> None:
             async for raw in stream:
                 try:
@@ -121,10 +122,6 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
                     continue
                 try:
                     await stage(ctx, msg)
-                except asyncio.CancelledError:  # shutting down: hand the job back, then stop
-                    if await asyncio.shield(ctx.hand_back(name, msg.job_id)):
-                        log.warning("%s: handed %s back on shutdown", name, msg.job_id)
-                    raise
                 except Exception as e:  # the lease runs out and the reconciler re-publishes the job
                     log.exception("%s failed for %s", stage.__name__, msg.job_id)
                     await dead_letter(topic, raw, f"{type(e).__name__}: {e}")
@@ -143,7 +140,7 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
                   concurrency=settings.worker_concurrency)(check_prompts)
     for name, (topic, stage) in VIDEO_STAGES.items():
         if name in chosen:
-            job_agent(name, topic, stage)
+            job_agent(topic, stage)
     if "audit" in chosen:
         @app.task
         async def write_audit() -> None:

@@ -128,7 +128,9 @@ def test_the_schema_check_would_catch_a_misspelt_field() -> None:
 def test_each_stage_is_a_deployment_scaled_on_its_own_consumer_lag() -> None:
     deployments = of_kind("Deployment")
     for stage in ALL_STAGES:
-        container = deployments[f"genguard-worker-{stage}"]["spec"]["template"]["spec"]["containers"][0]
+        pod = deployments[f"genguard-worker-{stage}"]["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > Settings().stage_timeout_s  # SIGTERM lets stages finish
+        container = pod["containers"][0]
         assert container["args"] == ["worker", "--stages", stage]
         assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
         assert container["readinessProbe"]["exec"]["command"] == ["genguard", "health", "worker"]

@@ -4,6 +4,7 @@ broker, the real Redis ledger, real media; including a worker killed mid-job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -37,23 +38,25 @@ def job_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
                                        "job_lease_s": 4, "worker_name": f"jobs-{time.time_ns()}"})
 
 
-def start_worker(s: Settings) -> subprocess.Popen[bytes]:
+def start_worker(s: Settings, *stages: str) -> subprocess.Popen[bytes]:
+    """A real `genguard worker` process; its log is var_dir/worker-<ns>.log (``log_of``)."""
     env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
            "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
            "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
            "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
            "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
     log = open(s.var_dir / f"worker-{time.time_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+    args = ["--stages", ",".join(stages)] if stages else []
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
+    proc.log = Path(log.name)  # type: ignore[attr-defined]
+    return proc
 
 
-@pytest.fixture(scope="module")
-def worker(job_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [start_worker(job_settings)]
-    yield procs  # a test may replace the process (kill -9 and restart)
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         p.terminate()
+    for p in procs:
         try:
             p.wait(20)
         except subprocess.TimeoutExpired:
@@ -61,15 +64,28 @@ def worker(job_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 @pytest.fixture(scope="module")
-def api(job_settings: Settings, gate: PromptGate) -> Iterator[str]:
+def worker(job_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [start_worker(job_settings)]
+    yield procs  # a test may replace the process (kill -9 and restart)
+    stop_all(procs)
+
+
+@contextlib.contextmanager
+def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
+    """The real API (uvicorn) on a free loopback port, in a thread of this process."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(job_settings, gate), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def api(job_settings: Settings, gate: PromptGate) -> Iterator[str]:
+    with serve_api(job_settings, gate) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
