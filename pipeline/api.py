@@ -37,6 +37,7 @@ from pipeline.settings import Settings, get_settings
 from pipeline.signal_store import LocalSignalStore
 from pipeline.state import ApiKey, JobLedger, RedisVectorCache, Scope, State
 from pipeline.timeutil import parse_since
+from pipeline.video import limits_of
 
 log = logging.getLogger("genguard.api")
 
@@ -303,8 +304,8 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         """Status with timestamps, and once decided: action, categories, frames and transcript evidence."""
         return job_view(await owned_job(request, job_id, key))
 
-    @app.get("/v1/jobs/{job_id}/evidence.png", responses={200: {"content": {"image/png": {}}}, **ERRORS},
-             tags=["videos"])
+    @app.get("/v1/jobs/{job_id}/evidence.png", responses={200: {"content": {"image/png": {}}}, **ERRORS,
+                                                           409: {"model": ErrorResponse}}, tags=["videos"])
     async def job_evidence(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]
                            ) -> Response:
         """A contact sheet of the frames that drove the decision, with labels and scores."""
@@ -316,7 +317,8 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         png = await asyncio.to_thread(contact_sheet, decision, [f.image for f in frames])
         return Response(png, media_type="image/png")
 
-    @app.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}, **ERRORS}, tags=["videos"])
+    @app.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}, **ERRORS,
+                                                    409: {"model": ErrorResponse}}, tags=["videos"])
     async def released_video(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]
                              ) -> FileResponse:
         """The released file: moving visible watermark and signed C2PA manifest. Owner tenant only."""
@@ -332,7 +334,7 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         """Is there a C2PA manifest, who signed it, is it valid and trusted, what does it say?"""
         async with spooled(video, ".mp4") as path:
             found = await asyncio.to_thread(provenance.read, path, release.trust_anchors(settings))
-            mark = await release.watermark_report(path, services(request).stages.jobs)
+            mark = await release.watermark_report(path, services(request).stages.jobs, limits_of(settings))
         return VerifyReport(**dataclasses.asdict(found), watermark=mark)
 
     @app.get("/v1/review", response_model=list[JobView], responses=ERRORS, tags=["review"])

@@ -385,6 +385,7 @@ def verify(video: Path, trust: Path | None, as_json: bool) -> None:
 
     from pipeline import provenance, release
     from pipeline.state import JobLedger, State
+    from pipeline.video import limits_of
 
     settings = _settings()
     anchors = trust.read_bytes() if trust else release.trust_anchors(settings)
@@ -393,7 +394,7 @@ def verify(video: Path, trust: Path | None, as_json: bool) -> None:
     async def mark() -> dict[str, object]:
         state = State(settings)
         try:
-            return await release.watermark_report(video, JobLedger(state))
+            return await release.watermark_report(video, JobLedger(state), limits_of(settings))
         finally:
             await state.close()
 

@@ -19,6 +19,8 @@ log = logging.getLogger("genguard.media")
 
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}  # FFmpeg demuxer names
 VIDEO_CODECS = {"h264", "hevc", "vp9", "av1", "vp8"}
+MAX_FPS = 240  # more decoded frames per second of allowed duration than this is a bomb, not a video
+HELD_FRAMES = 4  # sampled frames held while decoding, as a multiple of max_frames: bounds memory
 Reason = Literal["first", "last", "uniform", "scene"]
 
 
@@ -122,7 +124,7 @@ def decode(path: Path, limits: Limits) -> Media:
     info = probe(path, limits)
     frames: list[Frame] = []
     chunks: list[np.ndarray] = []
-    decoded = 0
+    decoded = samples = 0
     next_uniform = 0.0
     prev_thumb: np.ndarray | None = None
     last: av.VideoFrame | None = None
@@ -141,11 +143,15 @@ def decode(path: Path, limits: Limits) -> Media:
                     if isinstance(frame, av.AudioFrame):
                         for out in resampler.resample(frame):  # type: ignore[union-attr]
                             chunks.append(out.to_ndarray().reshape(-1))
+                            samples += chunks[-1].size
+                        if samples > (limits.max_duration_s + 1) * 16000:
+                            raise MediaError("too_long", f"the audio runs past {limits.max_duration_s:.0f}s")
                         continue
                     if frame.pts is None:
                         continue
                     t = float(frame.pts * frame.time_base)
                     decoded += 1
+                    _within(frame, t, decoded, limits)
                     reasons: set[Reason] = set()
                     if decoded == 1:
                         reasons.add("first")
@@ -158,6 +164,8 @@ def decode(path: Path, limits: Limits) -> Media:
                     prev_thumb = thumb
                     if reasons:
                         frames.append(Frame(t, reasons, frame.to_ndarray(format="rgb24")))
+                        if len(frames) >= HELD_FRAMES * limits.max_frames:  # e.g. a strobe: a cut every frame
+                            frames = _cap(frames, limits.max_frames)
                     last, last_t = frame, t
             if resampler is not None:
                 for out in resampler.resample(None):
@@ -174,6 +182,16 @@ def decode(path: Path, limits: Limits) -> Media:
     if len(frames) > limits.max_frames:
         media.notes.append(f"{len(frames)} frames sampled, capped at {limits.max_frames}")
     return media
+
+
+def _within(frame: av.VideoFrame, t: float, decoded: int, limits: Limits) -> None:
+    """The stream itself, not only its header, keeps to the limits: a header can lie about duration or size."""
+    if frame.width > limits.max_width or frame.height > limits.max_height:
+        raise MediaError("resolution_too_high", f"a frame at {t:.2f}s is {frame.width}x{frame.height}; the limit "
+                                                f"is {limits.max_width}x{limits.max_height}")
+    if t > limits.max_duration_s + 1 or decoded > limits.max_duration_s * MAX_FPS:
+        raise MediaError("too_long", f"the stream runs past its declared length ({decoded} frames, {t:.1f}s); "
+                                     f"the limit is {limits.max_duration_s:.0f}s")
 
 
 def _cap(frames: list[Frame], cap: int) -> list[Frame]:

@@ -5,6 +5,7 @@ open_nsfw and Whisper base weights. CLIP has no pretrained weights here (see tes
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +95,36 @@ def test_rejections_have_precise_codes(media_dir: Path, make, code: str) -> None
     assert str(e.value)
 
 
+def test_pixel_bomb_is_refused_before_decoding(media_dir: Path) -> None:
+    bomb = media_dir / "bomb.mp4"  # 8192x8192: ~200 KB on disk, 200 MB per decoded RGB frame
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:size=8192x8192:rate=1:duration=1", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(bomb))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(MediaError) as e:
+        decode(bomb, Limits())
+    assert e.value.code == "resolution_too_high" and "8192x8192" in str(e.value)
+
+
+GROWTH = """import resource, sys
+from pathlib import Path
+from pipeline.media import Limits, decode
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+media = decode(Path(sys.argv[1]), Limits(max_duration_s=60, max_frames=8))
+print(media.decoded_frames, len(media.frames), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_a_strobe_cannot_fill_memory_with_scene_cuts(media_dir: Path) -> None:
+    strobe = media_dir / "strobe.mp4"  # black and white frames alternating: every frame is a "scene cut"
+    ffmpeg("-f", "lavfi", "-i", "color=c=white:size=320x180:rate=25:duration=40", "-vf",
+           "geq=lum='255*mod(N,2)':cb=128:cr=128", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt",
+           "yuv420p", str(strobe))
+    # a fresh process, so its peak resident memory is this decode's alone
+    out = subprocess.run([sys.executable, "-c", GROWTH, str(strobe)], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
+    decoded, kept, grew_mb = map(int, out)
+    assert (decoded, kept) == (1000, 8)
+    assert grew_mb < 80, grew_mb  # holding all 1000 cuts until the end grew it by ~220 MB
 def test_png_with_video_extension_is_rejected(media_dir: Path) -> None:
     from PIL import Image
 
