@@ -26,6 +26,7 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/video_gate.py
 	$(BIN)/python bench/release.py
+	$(BIN)/python bench/load.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,234 @@
+"""Load on loopback: the real API (a `genguard serve` process) with 1 and then 2 worker processes.
+
+Open-loop steps at rising rates, each bounded in time and count:
+  prompts  POST /v1/prompts:check (synchronous in the API; the workers do not serve these)
+  videos   POST /v1/videos with a 3 s 360p clip, then poll until decided (the workers' work)
+For each step: offered rate, throughput, p50/p99 latency, error rate, and whether p99 broke the
+target; at the end, the first rate at which it broke. The baseline column set is 1 worker.
+Starts its own Tansu broker on a free port and uses the local Redis under its own prefix.
+
+    .venv/bin/python bench/load.py [--seconds 15] [--prompt-rates 10,25,50,100] [--video-rates 0.1,0.25,0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.prompt_gate import free_port  # noqa: E402
+from pipeline.services import ensure_redis, start_tansu, stop, wait_port  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.state import State  # noqa: E402
+
+PROMPTS = ["a cat surfing at sunset, cinematic", "step-by-step video showing how to make a pipe bomb",
+           "a documentary about the history of nuclear weapons", "two people kissing on a beach at night"]
+DECIDED = ("allowed", "released", "review", "blocked", "failed")
+
+
+@dataclass
+class Step:
+    kind: str
+    rate: float
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+
+    def p(self, q: int) -> float:
+        if len(self.latencies) < 2:
+            return self.latencies[0] if self.latencies else float("nan")
+        return statistics.quantiles(self.latencies, n=100)[q - 1]
+
+
+async def open_loop(rate: float, seconds: float, max_in_flight: int, one: Callable[[], Awaitable[None]]) -> float:
+    """Start ``one()`` every 1/rate seconds for ``seconds`` (never more than max_in_flight at once)."""
+    start = time.perf_counter()
+    tasks: set[asyncio.Task[None]] = set()
+    gate = asyncio.Semaphore(max_in_flight)
+    n = 0
+    while (due := start + n / rate) < start + seconds:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await gate.acquire()
+        task = asyncio.create_task(one())
+        task.add_done_callback(lambda _t: gate.release())
+        tasks.add(task)
+        n += 1
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
+
+
+async def prompt_step(api: str, key: str, rate: float, seconds: float) -> Step:
+    step = Step("prompts", rate)
+    async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        async def one() -> None:
+            step.sent += 1
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/prompts:check", json={"prompt": PROMPTS[step.sent % len(PROMPTS)]})
+                good = r.status_code == 200
+            except httpx.HTTPError:
+                good = False
+            if good:
+                step.latencies.append((time.perf_counter() - t) * 1000)
+            step.ok += good
+            step.errors += not good
+
+        step.wall = await open_loop(rate, seconds, 256, one)
+    return step
+
+
+async def video_step(api: str, key: str, video: bytes, rate: float, seconds: float, deadline_s: float) -> Step:
+    step = Step("videos", rate)
+    async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        async def one() -> None:
+            step.sent += 1
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/videos", files={"video": ("clip.mp4", video, "video/mp4")})
+                job_id = r.json()["job_id"] if r.status_code == 202 else None
+                while job_id and time.perf_counter() - t < deadline_s:
+                    status = (await client.get(f"/v1/jobs/{job_id}")).json().get("status")
+                    if status in DECIDED:
+                        break
+                    await asyncio.sleep(0.2)
+                good = job_id is not None and status in DECIDED and status != "failed"
+            except (httpx.HTTPError, ValueError):
+                good = False
+            if good:
+                step.latencies.append(time.perf_counter() - t)
+            step.ok += good
+            step.errors += not good
+
+        step.wall = await open_loop(rate, seconds, 64, one)
+    return step
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"API at {url} not ready in {timeout:.0f}s")
+
+
+def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list[Step]:
+    broker_addr, port = f"127.0.0.1:{free_port()}", free_port()
+    s = Settings(embedded_kafka_addr=broker_addr, redis_prefix=f"load-{uuid.uuid4().hex[:8]}",
+                 var_dir=tmp / f"w{workers}", environment="demo", api_port=port)
+    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": broker_addr, "GENGUARD_REDIS_PREFIX": s.redis_prefix,
+           "GENGUARD_VAR_DIR": str(s.var_dir), "GENGUARD_ENVIRONMENT": "demo", "GENGUARD_API_PORT": str(port),
+           "GENGUARD_TEXT_MODEL_DIR": str(ROOT / "var/models/minilm"),
+           "GENGUARD_WHISPER_MODEL_DIR": str(ROOT / "var/models/whisper-base"), "GENGUARD_WORKER_NAME": s.redis_prefix}
+    s.var_dir.mkdir(parents=True)
+    broker = start_tansu(broker_addr)
+    procs = [spawn(["serve"], env, s.var_dir / "api.log")]
+    procs += [spawn(["worker", "--stages", "media,frames,audio,decide,release"], env, s.var_dir / f"worker{i}.log")
+              for i in range(workers)]
+    try:
+        wait_port("127.0.0.1", port, 120, "API")
+        wait_ready(f"http://127.0.0.1:{port}", 120)
+
+        async def key() -> str:
+            state = State(s)
+            try:
+                return (await state.create_key("acme", ["check", "submit"], "load"))[0]
+            finally:
+                await state.close()
+
+        secret = asyncio.run(key())
+        api = f"http://127.0.0.1:{port}"
+        time.sleep(20)  # the workers join their group and split the partitions
+        steps = []
+        for rate in args.prompt_rates:
+            steps.append(asyncio.run(prompt_step(api, secret, rate, args.seconds)))
+            print(f"  [{workers} worker(s)] prompts at {rate:g}/s done", flush=True)
+        for rate in args.video_rates:
+            steps.append(asyncio.run(video_step(api, secret, video, rate, args.seconds * 2, args.video_deadline)))
+            print(f"  [{workers} worker(s)] videos at {rate:g}/s done", flush=True)
+        return steps
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop(broker)
+
+
+def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
+    unit = {"prompts": "ms", "videos": "s"}
+    print(f"\n{'':<8} {'offered/s':>9} | " + " | ".join(
+        f"{w} worker{'s' if w > 1 else ''}: {'done/s':>6} {'p50':>7} {'p99':>7} {'err%':>5} {'p99 ok':>6}"
+        for w in results))
+    rows = zip(*results.values(), strict=True)
+    broke: dict[tuple[int, str], float] = {}
+    for row in rows:
+        cells = []
+        for w, st in zip(results, row, strict=True):
+            ok = st.p(99) <= targets[st.kind]
+            if not ok:
+                broke.setdefault((w, st.kind), st.rate)
+            cells.append(f"{'':>10}{st.ok / st.wall:6.2f} {st.p(50):7.1f} {st.p(99):7.1f} "
+                         f"{100 * st.errors / max(st.sent, 1):5.1f} {'yes' if ok else 'NO':>6}")
+        print(f"{row[0].kind:<8} {row[0].rate:>9g} | " + " | ".join(cells) + f"   ({unit[row[0].kind]})")
+    print()
+    for kind, target in targets.items():
+        for w in results:
+            where = broke.get((w, kind))
+            print(f"{kind} p99 target {target:g} {unit[kind]}, {w} worker(s): "
+                  + (f"broken from {where:g}/s" if where else "held at every rate tried"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=15, help="per prompt step (video steps run twice as long)")
+    ap.add_argument("--prompt-rates", type=lambda v: [float(x) for x in v.split(",")], default=[10, 25, 50, 100])
+    ap.add_argument("--video-rates", type=lambda v: [float(x) for x in v.split(",")], default=[0.1, 0.25, 0.5])
+    ap.add_argument("--prompt-p99-ms", type=float, default=100.0)
+    ap.add_argument("--video-p99-s", type=float, default=20.0)
+    ap.add_argument("--video-deadline", type=float, default=120.0, help="a job not decided by then is an error")
+    args = ap.parse_args()
+    ensure_redis(Settings().redis_url, ROOT / "var")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        clip = tmp / "clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3",
+                        "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:v", "libx264", "-preset",
+                        "veryfast", "-c:a", "aac", "-shortest", str(clip)], check=True)
+        video = clip.read_bytes()
+        results = {}
+        for workers in (1, 2):
+            print(f"{workers} worker process(es): starting broker, API and workers ...", flush=True)
+            results[workers] = run(workers, args, video, tmp)
+    report(results, {"prompts": args.prompt_p99_ms, "videos": args.video_p99_s})
+
+
+if __name__ == "__main__":
+    main()
