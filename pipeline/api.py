@@ -30,6 +30,7 @@ from pipeline.evidence import contact_sheet
 from pipeline.gate import PromptGate, audit_record
 from pipeline.media import MediaError
 from pipeline.media_store import LocalMediaStore
+from pipeline.metrics import OVERLOADED
 from pipeline.prompts import LEDGER, announce_policy, decide
 from pipeline.records import AuditRecord, Job, PromptRequest, Topics, Verdict, VideoDecision
 from pipeline.services import ensure_topics
@@ -112,6 +113,7 @@ class ReviewBody(BaseModel):
 
 
 MEDIA_STATUS = {"too_large": 413, "unsupported_container": 415, "unsupported_codec": 415}
+UNSHED = ("/healthz", "/readyz", "/metrics")
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 503)}
 
 
@@ -192,6 +194,23 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
                                 status_code=400)
         detail = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors)
         return JSONResponse({"error": {"code": "invalid_request", "message": detail}}, status_code=422)
+
+    in_flight = 0
+
+    @app.middleware("http")
+    async def shed_load(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Past ``api_max_in_flight`` requests at once, answer 503 at once rather than queue: a caller
+        in front of a generator would rather retry than wait seconds (probes are never shed)."""
+        nonlocal in_flight
+        if in_flight >= settings.api_max_in_flight and request.url.path not in UNSHED:
+            OVERLOADED.inc()
+            return JSONResponse({"error": {"code": "overloaded", "message": f"{in_flight} requests in flight; "
+                                           "retry shortly"}}, status_code=503, headers={"Retry-After": "1"})
+        in_flight += 1
+        try:
+            return await call_next(request)
+        finally:
+            in_flight -= 1
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

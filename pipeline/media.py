@@ -145,7 +145,8 @@ def decode(path: Path, limits: Limits) -> Media:
                             chunks.append(out.to_ndarray().reshape(-1))
                             samples += chunks[-1].size
                         if samples > (limits.max_duration_s + 1) * 16000:
-                            raise MediaError("too_long", f"the audio runs past {limits.max_duration_s:.0f}s")
+                            raise MediaError("too_long", f"the audio runs past its declared length "
+                                             f"({samples / 16000:.1f}s); the limit is {limits.max_duration_s:.0f}s")
                         continue
                     if frame.pts is None:
                         continue

@@ -8,3 +8,4 @@ CHECK_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0),
 )  # fmt: skip
 DEAD_LETTERS = Counter("genguard_dead_letters_total", "Messages sent to the DLQ", ["topic"])
+OVERLOADED = Counter("genguard_api_overloaded_total", "Requests shed with 503 because too many were in flight")

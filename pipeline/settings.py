@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     api_port: int = 8080
     max_prompt_chars: int = 4000
     max_body_bytes: int = 64 * 1024
+    api_max_in_flight: int = Field(default=64, ge=1, description="Requests one API process serves at once; "
+                                   "past that it answers 503 overloaded (load shedding).")
 
     environment: str = "production"
     worker_name: str = "genguard"

@@ -3,15 +3,19 @@ per-session key prefix, and one loaded prompt gate (the shipped models, on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import uvicorn
 
 from pipeline.gate import PromptGate
 from pipeline.services import ensure_redis, start_tansu, stop
@@ -71,6 +75,24 @@ def _clean_redis(base_settings: Settings) -> Iterator[None]:
     client = redis.Redis.from_url(base_settings.redis_url)
     for key in client.scan_iter(f"{base_settings.redis_prefix}:*"):
         client.delete(key)
+
+
+@contextlib.contextmanager
+def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
+    """The real API (uvicorn) on a free loopback port, in a thread of this process."""
+    from pipeline.api import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
 
 
 def json_or_none(raw: bytes) -> dict | None:

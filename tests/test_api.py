@@ -7,10 +7,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.api import create_app
@@ -18,23 +18,13 @@ from pipeline.gate import PromptGate
 from pipeline.records import Topics
 from pipeline.settings import Settings
 from pipeline.state import State
-from tests.conftest import free_port, json_or_none
+from tests.conftest import free_port, json_or_none, serve_api
 
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, gate: PromptGate) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, gate), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_api(settings, gate) as url:
+        yield url
 
 
 def make_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
@@ -166,3 +156,31 @@ def test_readyz_reports_a_dead_broker(settings: Settings, gate: PromptGate) -> N
         assert client.get("/readyz").status_code == 503
         r = client.post("/v1/prompts:check", json={"prompt": "a cat"}, headers={"Authorization": f"Bearer {key}"})
         assert (r.status_code, r.json()["error"]["code"]) == (503, "audit_unavailable")
+
+
+def test_overload_is_shed_with_503_but_probes_are_not(settings: Settings, gate: PromptGate, tmp_path: Path) -> None:
+    s = settings.model_copy(update={"api_max_in_flight": 1, "var_dir": tmp_path})
+    auth = {"Authorization": f"Bearer {make_key(s, 'acme', ['submit'])}"}
+    release = threading.Event()
+
+    def slow_upload() -> Iterator[bytes]:  # holds the one slot until released
+        yield b'--b\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n\r\n'
+        release.wait(20)
+        yield b"not a video\r\n--b--\r\n"
+
+    with serve_api(s, gate) as url:
+        slow = threading.Thread(target=lambda: httpx.post(
+            f"{url}/v1/videos", content=slow_upload(), timeout=30,
+            headers={**auth, "Content-Type": "multipart/form-data; boundary=b"}))
+        slow.start()
+        try:
+            deadline = time.monotonic() + 10
+            while (r := httpx.get(f"{url}/v1/jobs/none", headers=auth)).status_code != 503:
+                assert time.monotonic() < deadline, "the slot was never taken"
+                time.sleep(0.05)
+            assert r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"] == "1"
+            assert httpx.get(f"{url}/readyz").status_code == 200  # probes are never shed
+        finally:
+            release.set()
+            slow.join(30)
+        assert httpx.get(f"{url}/v1/jobs/none", headers=auth).status_code == 404  # the slot is free again

@@ -27,9 +27,9 @@ from pipeline.gate import PromptGate
 from pipeline.services import split_addr, start_tansu, stop, wait_port
 from pipeline.settings import Settings
 from pipeline.state import JobLedger, State
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_api
 from tests.test_api import make_key
-from tests.test_jobs import serve_api, speech, start_worker, stop_all, upload, wait_for  # noqa: F401 - fixture
+from tests.test_jobs import speech, start_worker, stop_all, upload, wait_for  # noqa: F401 - speech is a fixture
 from tests.test_video import clip
 
 VIDEO_STAGES = ("media", "frames", "audio", "decide", "release")

@@ -4,13 +4,11 @@ broker, the real Redis ledger, real media; including a worker killed mid-job."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,14 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.api import create_app
 from pipeline.gate import PromptGate
 from pipeline.records import Topics
 from pipeline.settings import Settings
-from tests.conftest import free_port, json_or_none
+from tests.conftest import json_or_none, serve_api
 from tests.test_api import make_key
 from tests.test_video import SINTEL, clip, ffmpeg
 
@@ -68,18 +64,6 @@ def worker(job_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = [start_worker(job_settings)]
     yield procs  # a test may replace the process (kill -9 and restart)
     stop_all(procs)
-
-
-@contextlib.contextmanager
-def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
-    """The real API (uvicorn) on a free loopback port, in a thread of this process."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 
 from pipeline.gate import PromptGate
 from pipeline.settings import Settings
+from tests.conftest import serve_api
 from tests.test_api import make_key
-from tests.test_jobs import serve_api
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ open_nsfw and Whisper base weights. CLIP has no pretrained weights here (see tes
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ import pytest
 from pipeline.evidence import contact_sheet
 from pipeline.gate import PromptGate
 from pipeline.hashes import HashStore
-from pipeline.media import Limits, MediaError, decode
+from pipeline.media import Limits, MediaError, decode, probe
 from pipeline.settings import Settings
 from pipeline.video import VideoGate
 
@@ -103,6 +104,36 @@ def test_pixel_bomb_is_refused_before_decoding(media_dir: Path) -> None:
     with pytest.raises(MediaError) as e:
         decode(bomb, Limits())
     assert e.value.code == "resolution_too_high" and "8192x8192" in str(e.value)
+
+
+def test_a_header_that_lies_about_size_is_caught_while_decoding(media_dir: Path) -> None:
+    small, big = media_dir / "small.h264", media_dir / "big.h264"  # the header describes the first stream only
+    for path, size in ((small, "320x180"), (big, "1920x1080")):
+        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration=1", "-c:v", "libx264", "-preset",
+               "ultrafast", "-f", "h264", str(path))
+    joined = media_dir / "joined.h264"
+    joined.write_bytes(small.read_bytes() + big.read_bytes())
+    lying = media_dir / "lying-size.mkv"
+    ffmpeg("-r", "25", "-i", str(joined), "-c", "copy", str(lying))
+    limits = Limits(max_width=1280, max_height=720)
+    assert probe(lying, limits).width == 320  # passes the header check...
+    with pytest.raises(MediaError) as e:
+        decode(lying, limits)  # ...not the frames
+    assert e.value.code == "resolution_too_high" and "1920x1080" in str(e.value)
+
+
+def test_a_header_that_lies_about_length_is_caught_while_decoding(media_dir: Path) -> None:
+    honest = clip(media_dir / "ten.mkv", seconds=10, size="160x90")
+    data = bytearray(honest.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Matroska Segment Duration, an 8-byte float in milliseconds
+    assert struct.unpack(">d", data[at + 3:at + 11])[0] == pytest.approx(10_000, rel=0.01)
+    data[at + 3:at + 11] = struct.pack(">d", 1000.0)
+    lying = write(media_dir / "lying-length.mkv", bytes(data))
+    limits = Limits(max_duration_s=3)
+    assert probe(lying, limits).duration_s == pytest.approx(1.0)
+    with pytest.raises(MediaError) as e:
+        decode(lying, limits)
+    assert e.value.code == "too_long" and "past its declared length" in str(e.value)
 
 
 GROWTH = """import resource, sys
