@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from pipeline.gate import PromptGate
 from pipeline.records import PromptRequest, Topics
 from pipeline.settings import Settings
+from pipeline.worker import build_app
 from tests.conftest import json_or_none
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +96,28 @@ def test_prompts_become_verdicts_and_audit_records_once(settings: Settings,
     assert Counter(v["request_id"] for v in got[Topics.VERDICTS] if v["request_id"] in ours)[bad.request_id] == 1
     letters = [d for d in got[Topics.DLQ] if '"prompt": 42' in d["payload"]]
     assert letters and "prompt" in letters[0]["error"]
+
+
+def test_worker_config_bounds_in_flight_work(settings: Settings, gate: PromptGate) -> None:
+    s = settings.model_copy(update={"worker_concurrency": 3, "topic_partitions": 6, "worker_name": "cfg"})
+    app = build_app(s, gate, stages=["prompt"])
+    assert app.conf.id == "cfg-prompt"  # a role is its own consumer group
+    assert app.conf.topic_partitions == 6 and app.conf.stream_buffer_maxsize == 12
+    assert [a.concurrency for a in app.agents.values()] == [3]
+    with pytest.raises(ValueError, match="unknown stages"):
+        build_app(s, gate, stages=["prompt", "frame"])
+
+
+def test_health_worker_reads_the_heartbeat(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    env = env_for(settings)
+    health = [sys.executable, "-m", "pipeline.cli", "health", "worker"]
+    deadline = time.monotonic() + 60
+    while (done := subprocess.run(health, cwd=ROOT, env=env, capture_output=True, text=True)).returncode != 0:
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(1)
+    assert "genguard-test beat" in done.stdout
+    stale = subprocess.run([*health, "--max-age", "0.001"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert stale.returncode == 1 and "last heartbeat" in stale.stderr
+    empty = subprocess.run(health, cwd=ROOT, env={**env, "GENGUARD_VAR_DIR": str(settings.var_dir / "none")},
+                           capture_output=True, text=True)
+    assert empty.returncode == 1 and "no worker heartbeat" in empty.stderr
