@@ -204,6 +204,8 @@ def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
         print(f"{row[0].kind:<8} {row[0].rate:>9g} | " + " | ".join(cells) + f"   ({unit[row[0].kind]})")
     print()
     for kind, target in targets.items():
+        if not any(st.kind == kind for st in results[1]):
+            continue
         for w in results:
             where = broke.get((w, kind))
             print(f"{kind} p99 target {target:g} {unit[kind]}, {w} worker(s): "
@@ -213,8 +215,8 @@ def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=15, help="per prompt step (video steps run twice as long)")
-    ap.add_argument("--prompt-rates", type=lambda v: [float(x) for x in v.split(",")], default=[10, 25, 50, 100])
-    ap.add_argument("--video-rates", type=lambda v: [float(x) for x in v.split(",")], default=[0.25, 0.5, 1, 2])
+    ap.add_argument("--prompt-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[10, 25, 50, 100])
+    ap.add_argument("--video-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.25, 0.5, 1, 2])
     ap.add_argument("--prompt-p99-ms", type=float, default=100.0)
     ap.add_argument("--video-p99-s", type=float, default=20.0)
     ap.add_argument("--video-deadline", type=float, default=240.0, help="a job not decided by then is an error")

@@ -277,7 +277,8 @@ def create_app(settings: Settings | None = None, gate: PromptGate | None = None)
         if body.request_id and (cached := await svc.state.result(LEDGER, subject)):
             return JSONResponse(Verdict.model_validate_json(cached).model_dump(mode="json"),
                                 headers={"Idempotent-Replay": "true"})
-        verdict = decide(svc.gate, req, "api", svc.store)
+        # off the event loop: requests queue where the load shedder sees them, and ONNX runs in parallel
+        verdict = await asyncio.to_thread(decide, svc.gate, req, "api", svc.store)
         await svc.audit(req.request_id, audit_record(req, verdict).model_dump_json().encode())
         if body.request_id:
             await svc.state.complete(LEDGER, subject, verdict.model_dump_json())

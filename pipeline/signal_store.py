@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +30,15 @@ class LocalSignalStore(SignalStore):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.name = f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        self.lock = threading.Lock()  # the API appends from its worker threads; one line must stay one line
 
     def append(self, record: StoredSignals) -> None:
         path = self.root / record.time.strftime("%Y-%m-%d") / self.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(record.model_dump_json() + "\n")
+        line = record.model_dump_json() + "\n"
+        with self.lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(line)
 
     def scan(self, since: datetime | None = None, tenant: str | None = None) -> Iterator[StoredSignals]:
         if not self.root.exists():
