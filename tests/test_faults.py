@@ -33,7 +33,6 @@ from tests.test_jobs import speech, start_worker, stop_all, upload, wait_for  # 
 from tests.test_video import clip
 
 VIDEO_STAGES = ("media", "frames", "audio", "decide", "release")
-DONE = ("released", "review", "blocked", "failed")
 
 
 @dataclass

@@ -89,7 +89,7 @@ def wait_for(api: str, key: str, job_id: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
-        if job["status"] in ("allowed", "review", "blocked", "failed"):
+        if job["status"] in ("allowed", "released", "review", "blocked", "failed"):  # allowed may pass unseen
             return job
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} not decided in {timeout}s: {job}")
