@@ -91,10 +91,9 @@ class Stages:
         return job
 
 
-
 def stage_audit_id(job_id: str, event: str) -> str:
-    """A job's stage records one event once: a re-run (after a crash or a hand-back) repeats the same id,
-    and the audit writer keeps only the first."""
+    """A job's stage records one event once: a re-run after a crash repeats the same id, and the audit
+    writer keeps only the first."""
     return f"aud_{job_id}.{event}"
 
 

@@ -196,11 +196,29 @@ def _within(frame: av.VideoFrame, t: float, decoded: int, limits: Limits) -> Non
 
 
 def _cap(frames: list[Frame], cap: int) -> list[Frame]:
-    """Keep first, last and scene cuts before uniform samples, spread evenly, in time order."""
+    """Keep first and last, then share the rest between scene cuts and uniform samples (half each
+    when both are plentiful), each spread evenly over the video: a burst of cuts cannot crowd out
+    the rest of it (a strobe at the start would otherwise take every sample)."""
     if len(frames) <= cap:
         return frames
-    rank = {"first": 0, "last": 0, "scene": 1, "uniform": 2}
-    must = [f for f in frames if min(rank[r] for r in f.reasons) == 0]
-    rest = sorted((f for f in frames if f not in must), key=lambda f: min(rank[r] for r in f.reasons))
-    keep = must + rest[: max(0, cap - len(must))]
-    return sorted(keep, key=lambda f: f.t)
+    ends = [f for f in frames if f.reasons & {"first", "last"}]
+    rest = [f for f in frames if not f.reasons & {"first", "last"}]
+    scenes = [f for f in rest if "scene" in f.reasons]
+    uniform = [f for f in rest if "scene" not in f.reasons]
+    room = max(0, cap - len(ends))
+    take = min(len(scenes), max(room // 2, room - len(uniform)))
+    span = (frames[0].t, frames[-1].t)
+    return sorted(ends + _spread(scenes, take, span) + _spread(uniform, room - take, span), key=lambda f: f.t)
+
+
+def _spread(frames: list[Frame], n: int, span: tuple[float, float]) -> list[Frame]:
+    """Up to ``n`` of ``frames`` (in time order): those nearest to ``n`` evenly spaced times inside ``span``."""
+    if n >= len(frames):
+        return frames
+    if n <= 0:
+        return []
+    times = np.array([f.t for f in frames])
+    chosen: set[int] = set()
+    for target in np.linspace(*span, n + 2)[1:-1]:  # the nearest frame not taken yet, so n are kept
+        chosen.add(next(i for i in np.argsort(np.abs(times - target)).tolist() if i not in chosen))
+    return [frames[i] for i in sorted(chosen)]

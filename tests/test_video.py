@@ -4,6 +4,7 @@ open_nsfw and Whisper base weights. CLIP has no pretrained weights here (see tes
 
 from __future__ import annotations
 
+import itertools
 import struct
 import subprocess
 import sys
@@ -156,6 +157,18 @@ def test_a_strobe_cannot_fill_memory_with_scene_cuts(media_dir: Path) -> None:
     decoded, kept, grew_mb = map(int, out)
     assert (decoded, kept) == (1000, 8)
     assert grew_mb < 80, grew_mb  # holding all 1000 cuts until the end grew it by ~220 MB
+    times = [f.t for f in decode(strobe, Limits(max_duration_s=60, max_frames=8)).frames]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 10, times  # spread over all 40 s, not the start
+
+
+def test_cuts_at_the_start_cannot_crowd_out_the_rest(media_dir: Path) -> None:
+    strobe = media_dir / "strobe-then-still.mp4"  # 10 s of a cut every frame, then 20 s of calm footage
+    ffmpeg("-f", "lavfi", "-i", "color=c=white:size=160x90:rate=25:duration=30", "-vf",
+           "geq=lum='if(lt(N,250),255*mod(N,2),128)':cb=128:cr=128", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", str(strobe))
+    media = decode(strobe, Limits(max_duration_s=60, max_frames=12))
+    assert len(media.frames) == 12
+    assert sum(f.t > 10 for f in media.frames) >= 4, [f.t for f in media.frames]  # the calm 20 s are sampled
 def test_png_with_video_extension_is_rejected(media_dir: Path) -> None:
     from PIL import Image
 
