@@ -96,13 +96,20 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         await fut  # acknowledged before the ledger marks the work done
 
     if chosen - {"audit"}:  # the audit writer alone needs no models
-        gate = gate or PromptGate.from_settings(settings, cache)
-        gate.warm()
-        loaded = gate
+        loaded = gate = gate or PromptGate.from_settings(settings, cache)
+        loaded.warm()
 
         @app.task
         async def record_policy() -> None:
             await announce_policy(loaded, state, publish, f"worker:{settings.worker_name}")
+
+        if "prompt" in chosen:
+            async def check_prompts(stream: faust.StreamT[bytes]) -> None:
+                async for raw in stream:
+                    await handle_prompt(raw, loaded, state, publish, store)
+
+            app.agent(topics[Topics.PROMPTS], name="genguard.check_prompts",
+                      concurrency=settings.worker_concurrency)(check_prompts)
 
     video = VideoGate.from_settings(settings, gate, cache) if gate and chosen & set(VIDEO_STAGES) else None
     ctx = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), video, publish, store)
@@ -129,15 +136,6 @@ def build_app(settings: Settings, gate: PromptGate | None = None, stages: Iterab
         run.__name__ = stage.__name__
         app.agent(topics[topic], name=f"genguard.{stage.__name__}", concurrency=settings.worker_concurrency)(run)
 
-    if gate is not None and "prompt" in chosen:
-        prompt_gate = gate
-
-        async def check_prompts(stream: faust.StreamT[bytes]) -> None:
-            async for raw in stream:
-                await handle_prompt(raw, prompt_gate, state, publish, store)
-
-        app.agent(topics[Topics.PROMPTS], name="genguard.check_prompts",
-                  concurrency=settings.worker_concurrency)(check_prompts)
     for name, (topic, stage) in VIDEO_STAGES.items():
         if name in chosen:
             job_agent(topic, stage)

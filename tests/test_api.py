@@ -165,18 +165,25 @@ def test_overload_is_shed_with_503_but_probes_are_not(settings: Settings, gate: 
 
     def slow_upload() -> Iterator[bytes]:  # holds the one slot until released
         yield b'--b\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n\r\n'
-        release.wait(20)
+        release.wait(45)
         yield b"not a video\r\n--b--\r\n"
 
     with serve_api(s, gate) as url:
-        slow = threading.Thread(target=lambda: httpx.post(
-            f"{url}/v1/videos", content=slow_upload(), timeout=30,
-            headers={**auth, "Content-Type": "multipart/form-data; boundary=b"}))
+        outcome: list[object] = []  # what the slow upload got, should the slot never be taken
+
+        def upload() -> None:
+            try:
+                outcome.append(httpx.post(f"{url}/v1/videos", content=slow_upload(), timeout=60,
+                                          headers={**auth, "Content-Type": "multipart/form-data; boundary=b"}))
+            except httpx.HTTPError as e:
+                outcome.append(e)
+
+        slow = threading.Thread(target=upload)
         slow.start()
         try:
-            deadline = time.monotonic() + 10
-            while (r := httpx.get(f"{url}/v1/jobs/none", headers=auth)).status_code != 503:
-                assert time.monotonic() < deadline, "the slot was never taken"
+            deadline = time.monotonic() + 30
+            while (r := httpx.get(f"{url}/v1/jobs/none", headers=auth, timeout=30)).status_code != 503:
+                assert time.monotonic() < deadline, f"the slot was never taken: {outcome}"
                 time.sleep(0.05)
             assert r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"] == "1"
             assert httpx.get(f"{url}/readyz").status_code == 200  # probes are never shed
