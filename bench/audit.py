@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.audit import AuditSink, verify  # noqa: E402
+from pipeline.audit.chain import AuditSink, verify  # noqa: E402
 from pipeline.records import AuditRecord  # noqa: E402
 
 

@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifiers.normalize import normalize  # noqa: E402
-from pipeline.api import create_app  # noqa: E402
-from pipeline.gate import PromptGate  # noqa: E402
+from pipeline.api.app import create_app  # noqa: E402
+from pipeline.local import ensure_redis, start_tansu, stop  # noqa: E402
+from pipeline.prompt.gate import PromptGate  # noqa: E402
 from pipeline.records import PromptRequest, Topics  # noqa: E402
-from pipeline.services import ensure_redis, start_tansu, stop  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.state import RedisVectorCache, State  # noqa: E402
+from pipeline.store.state import RedisVectorCache, State  # noqa: E402
 from policies.engine import Signals, evaluate  # noqa: E402
 
 

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.media import Limits, probe  # noqa: E402
-from pipeline.provenance import dev_credentials, sign_media, signer_from  # noqa: E402
 from pipeline.records import Job  # noqa: E402
-from pipeline.release import find_watermark, moderation_summary  # noqa: E402
-from pipeline.watermark import MarkStyle, apply_marks  # noqa: E402
+from pipeline.release.produce import find_watermark, moderation_summary  # noqa: E402
+from pipeline.release.provenance import dev_credentials, sign_media, signer_from  # noqa: E402
+from pipeline.release.watermark import MarkStyle, apply_marks  # noqa: E402
 
 
 def best(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]

@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from classifiers.clip import ClipModel, export  # noqa: E402
 from classifiers.whisper import FasterWhisperTranscriber  # noqa: E402
-from pipeline.gate import PromptGate  # noqa: E402
+from pipeline.local import ensure_redis  # noqa: E402
 from pipeline.media import Limits, decode  # noqa: E402
-from pipeline.services import ensure_redis  # noqa: E402
+from pipeline.prompt.gate import PromptGate  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.state import RedisVectorCache  # noqa: E402
-from pipeline.video import VideoGate  # noqa: E402
+from pipeline.store.state import RedisVectorCache  # noqa: E402
+from pipeline.video.gate import VideoGate  # noqa: E402
 
 
 def vit_b32(tmp: Path) -> Path:

@@ -1,8 +1,13 @@
-"""The one interface every classifier implements, so a new model is one new file."""
+"""The small interfaces every model sits behind, so a new model is one new file plus one registry row.
+
+``Classifier`` scores a batch (text or frames); ``Transcriber`` turns audio into timed text;
+``VectorCache`` keeps embeddings of policy phrases between processes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,3 +31,32 @@ class Classifier(Protocol):
     outputs: Sequence[str]
 
     def score(self, batch: Sequence[Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    language: str | None
+    segments: tuple[Segment, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
+
+
+class Transcriber(Protocol):
+    name: str
+    version: str
+
+    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+
+
+class VectorCache(Protocol):
+    def get(self, key: str) -> np.ndarray | None: ...
+    def put(self, key: str, value: np.ndarray) -> None: ...

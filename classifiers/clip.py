@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classifiers.base import ModelMissingError
-from classifiers.text_embedding import VectorCache
+from classifiers.base import ModelMissingError, VectorCache
 
 FILES = ("image.onnx", "text.onnx", "preprocess.json", "VERSION")
 LOGIT_SCALE = 100.0

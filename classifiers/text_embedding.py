@@ -11,11 +11,10 @@ import hashlib
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from classifiers.base import ModelMissingError
+from classifiers.base import ModelMissingError, VectorCache
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
@@ -90,11 +89,6 @@ class TextEncoder:
         summed = (hidden * mask[..., None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-
-
-class VectorCache(Protocol):
-    def get(self, key: str) -> np.ndarray | None: ...
-    def put(self, key: str, value: np.ndarray) -> None: ...
 
 
 class ExemplarClassifier:

@@ -11,40 +11,14 @@ import hashlib
 import re
 import shutil
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from classifiers.base import ModelMissingError
+from classifiers.base import ModelMissingError, Segment, Transcript
 
 SAMPLE_RATE = 16000
 OPENAI_CHECKPOINT = "openai-whisper.pt"
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    language: str | None
-    segments: tuple[Segment, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text for s in self.segments)
-
-
-class Transcriber(Protocol):
-    name: str
-    version: str
-
-    def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
 
 def assemble(out_dir: Path) -> Path:

@@ -15,6 +15,8 @@ from typing import Literal
 import av
 import numpy as np
 
+from pipeline.settings import Settings
+
 log = logging.getLogger("genguard.media")
 
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}  # FFmpeg demuxer names
@@ -41,6 +43,13 @@ class Limits:
     sample_fps: float = 1.0
     max_frames: int = 48
     scene_threshold: float = 0.35
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The configured upload limits, applied to everything decoded from outside."""
+    return Limits(max_bytes=settings.max_upload_bytes, max_duration_s=settings.max_video_seconds,
+                  max_width=settings.max_video_side, max_height=settings.max_video_side,
+                  sample_fps=settings.sample_fps, max_frames=settings.max_frames)
 
 
 @dataclass(frozen=True, slots=True)

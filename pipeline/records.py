@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
+from classifiers.normalize import NormalizedText
 from policies.engine import Evaluation
 from policies.schema import Action
 
@@ -108,6 +109,7 @@ class Observation(BaseModel):
     scores: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     models: dict[str, str] = {}
+    _normalized: NormalizedText | None = PrivateAttr(None)  # kept by the process that observed it
 
 
 class FrameSample(BaseModel):

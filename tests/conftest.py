@@ -3,32 +3,23 @@ per-session key prefix, and one loaded prompt gate (the shipped models, on CPU).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-import uvicorn
 
-from pipeline.gate import PromptGate
-from pipeline.services import ensure_redis, start_tansu, stop
+from pipeline.local import ensure_redis, start_tansu, stop
+from pipeline.policy_source import PolicySource
+from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
-from pipeline.state import RedisVectorCache
+from pipeline.store.state import RedisVectorCache
+from pipeline.video.gate import VideoGate
+from tests.helpers import ffmpeg, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -77,27 +68,42 @@ def _clean_redis(base_settings: Settings) -> Iterator[None]:
         client.delete(key)
 
 
-@contextlib.contextmanager
-def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
-    """The real API (uvicorn) on a free loopback port, in a thread of this process."""
-    from pipeline.api import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
 
 
-def json_or_none(raw: bytes) -> dict | None:
-    """Topics are shared by the session's tests, and some write junk on purpose."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+@pytest.fixture(scope="module")
+def speech_clip(media_dir: Path) -> Path:
+    """A real video with real speech: a test pattern, then espeak-ng saying a sentence at 3 s."""
+    wav = media_dir / "speech.wav"
+    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
+    out = media_dir / "speech.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=10", "-f", "lavfi", "-i",
+           "anullsrc=r=16000:cl=mono:d=10", "-i", str(wav), "-filter_complex",
+           "[2:a]adelay=3000|3000[s];[1:a][s]amix=inputs=2:duration=first:normalize=0[a]", "-map", "0:v",
+           "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The demo environment: the default policy lets CLIP be absent there, and says so."""
+    return base_settings.model_copy(update={"environment": "demo", "var_dir": tmp_path_factory.mktemp("vvar")})
+
+
+@pytest.fixture(scope="module")
+def video_gate(demo_settings: Settings, gate: PromptGate) -> VideoGate:
+    prompts = PromptGate(demo_settings, PolicySource(demo_settings), gate.encoder, gate.cache, gate.text_classifiers)
+    return VideoGate.from_settings(demo_settings, prompts)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("jobmedia")
+    wav = d / "s.wav"
+    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
+    out = d / "speech.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=6", "-i", str(wav), "-af", "adelay=1000|1000",
+           "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(out))
+    return out

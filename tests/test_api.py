@@ -13,28 +13,17 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.api import create_app
-from pipeline.gate import PromptGate
+from pipeline.api.app import create_app
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import Topics
 from pipeline.settings import Settings
-from pipeline.state import State
-from tests.conftest import free_port, json_or_none, serve_api
+from tests.helpers import free_port, json_or_none, make_key, serve_api
 
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, gate: PromptGate) -> Iterator[str]:
     with serve_api(settings, gate) as url:
         yield url
-
-
-def make_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
-    async def run() -> str:
-        state = State(settings)
-        try:
-            return (await state.create_key(tenant, scopes, "test"))[0]  # type: ignore[arg-type]
-        finally:
-            await state.close()
-    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")

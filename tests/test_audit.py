@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline import audit_writer
-from pipeline.api import audit_page
-from pipeline.audit import AuditSink, verify
-from pipeline.audit_export import export
+from pipeline.api.audit import audit_page
+from pipeline.audit import writer as audit_writer
+from pipeline.audit.chain import AuditSink, verify
+from pipeline.audit.export import export
 from pipeline.records import AuditRecord, Topics
 from pipeline.settings import Settings
-from pipeline.state import State
+from pipeline.store.state import State
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from classifiers.clip import ClipModel, ClipZeroShot, export
-from pipeline.gate import PromptGate
+from pipeline.policy_source import PolicySource
+from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
-from pipeline.video import VideoGate
-from tests.test_video import clip as make_clip
+from pipeline.video.gate import VideoGate
+from tests.helpers import clip as make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32,
@@ -88,11 +89,11 @@ def test_tiny_clip_drives_the_whole_pipeline(base_settings: Settings, gate: Prom
                                              tmp_path: Path) -> None:
     settings = base_settings.model_copy(update={"environment": "production", "clip_model_dir": onnx_dir,
                                                 "var_dir": tmp_path})
-    prompts = PromptGate(settings, gate.encoder, gate.cache, gate.text_classifiers)
+    prompts = PromptGate(settings, PolicySource(settings), gate.encoder, gate.cache, gate.text_classifiers)
     vg = VideoGate.from_settings(settings, prompts)
     decision, _, obs = vg.run(make_clip(tmp_path / "c.mp4", seconds=3), None, "default", "job-clip")
     assert "clip" in decision.model_versions and "clip" not in decision.unscored
     assert not any(k.endswith("clip") for k in decision.errors)
     assert obs.clip is not None and len(obs.clip) == len(obs.frames)
-    frames, _ = vg.frame_signals(obs, prompts.policy_for("default"))
+    frames, _ = vg.frame_signals(obs, prompts.policies.for_tenant("default"))
     assert set(frames.scores["clip"]) >= {"sexual", "violence", "violence/graphic", "minors"}

@@ -18,15 +18,14 @@ import pytest
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 
-from pipeline.records import Topics
 from pipeline.settings import Settings
-from pipeline.worker import ALL_STAGES, VIDEO_STAGES, group_id
+from pipeline.stages import STAGES, group_id
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 K8S_VERSION = "1.33.0"
-STAGE_TOPIC = {"prompt": Topics.PROMPTS, **{name: topic for name, (topic, _) in VIDEO_STAGES.items()}}
+STAGE_TOPIC = {name: stage.topic for name, stage in STAGES.items() if name != "audit"}  # audit: one writer
 SETTINGS_ENV = {f"GENGUARD_{name.upper()}" for name in Settings.model_fields}
 
 
@@ -89,7 +88,7 @@ def test_compose_runs_kafka_in_kraft_and_one_worker_per_stage() -> None:
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
     assert "zookeeper" not in services
     workers = {s["command"][-1]: name for name, s in services.items() if s.get("command", [""])[0] == "worker"}
-    assert set(workers) == set(ALL_STAGES)
+    assert set(workers) == set(STAGES)
     for name, service in services.items():
         if service.get("image", "").startswith("${GENGUARD_IMAGE"):
             assert set(service["environment"]) <= SETTINGS_ENV, f"{name}: unknown GENGUARD_* variable"
@@ -127,7 +126,7 @@ def test_the_schema_check_would_catch_a_misspelt_field() -> None:
 
 def test_each_stage_is_a_deployment_scaled_on_its_own_consumer_lag() -> None:
     deployments = of_kind("Deployment")
-    for stage in ALL_STAGES:
+    for stage in STAGES:
         pod = deployments[f"genguard-worker-{stage}"]["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] > Settings().stage_timeout_s  # SIGTERM lets stages finish
         container = pod["containers"][0]
@@ -157,9 +156,9 @@ def test_config_and_secrets_line_up_with_settings_and_probes() -> None:
     config = of_kind("ConfigMap")["genguard-config"]["data"]
     assert set(config) <= SETTINGS_ENV, set(config) - SETTINGS_ENV
     api = of_kind("Deployment")["genguard-api"]["spec"]["template"]["spec"]
-    from pipeline.api import create_app
+    from pipeline.api.app import create_app
 
-    routes = {r.path for r in create_app(Settings()).routes}  # type: ignore[attr-defined]
+    routes = set(create_app(Settings()).openapi()["paths"])
     probes = api["containers"][0]
     assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz" and "/readyz" in routes
     assert probes["livenessProbe"]["httpGet"]["path"] in routes

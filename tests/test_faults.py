@@ -22,17 +22,13 @@ import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from pipeline.audit import AuditSink, verify
-from pipeline.gate import PromptGate
-from pipeline.services import split_addr, start_tansu, stop, wait_port
+from pipeline.audit.chain import AuditSink, verify
+from pipeline.local import split_addr, start_tansu, stop, wait_port
+from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
-from pipeline.state import JobLedger, State
-from tests.conftest import free_port, serve_api
-from tests.test_api import make_key
-from tests.test_jobs import speech, start_worker, stop_all, upload, wait_for  # noqa: F401 - speech is a fixture
-from tests.test_video import clip
-
-VIDEO_STAGES = ("media", "frames", "audio", "decide", "release")
+from pipeline.stages import JOB_STAGES
+from pipeline.store.state import JobLedger, State
+from tests.helpers import clip, free_port, make_key, serve_api, start_worker, stop_all, upload, wait_for
 
 
 @dataclass
@@ -126,7 +122,7 @@ def assert_decided_once(s: Settings, api: str, key: str, job_id: str, expected: 
 def test_two_workers_of_one_stage_share_partitions_and_take_each_job_once(stack: Stack, api: str, key: str,
                                                                           tmp_path: Path) -> None:
     s = stack.settings
-    workers = [start_worker(s, *VIDEO_STAGES), start_worker(s, *VIDEO_STAGES)]  # one consumer group
+    workers = [start_worker(s, *JOB_STAGES), start_worker(s, *JOB_STAGES)]  # one consumer group
     try:
         deadline = time.monotonic() + 120
         while len({last_assignment(w.log) for w in workers} - {None}) < 2:  # type: ignore[attr-defined]
@@ -163,7 +159,7 @@ def one_job_id_per_partition(partitions: int) -> list[str]:
 
 
 @pytest.mark.parametrize("restart", ["restart_broker", "restart_redis"])
-def test_restart_mid_job(stack: Stack, api: str, key: str, speech: Path, restart: str) -> None:  # noqa: F811
+def test_restart_mid_job(stack: Stack, api: str, key: str, speech: Path, restart: str) -> None:
     worker = [start_worker(stack.settings)]
     try:
         job_id = upload(api, key, speech).json()["job_id"]
@@ -175,7 +171,7 @@ def test_restart_mid_job(stack: Stack, api: str, key: str, speech: Path, restart
         stop_all(worker)
 
 
-def test_sigterm_lets_in_flight_stages_finish(stack: Stack, api: str, key: str, speech: Path) -> None:  # noqa: F811
+def test_sigterm_lets_in_flight_stages_finish(stack: Stack, api: str, key: str, speech: Path) -> None:
     # a lease far longer than the test: a stage left unfinished could only be redone by the reconciler, too late
     s = stack.settings.model_copy(update={"job_lease_s": 900})
     first = start_worker(s)

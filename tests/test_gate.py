@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.gate import InputError, PromptGate
-from pipeline.policytest import read_labelled, score
-from pipeline.prompts import decide
+from pipeline.owner.labelled import read_labelled, score
+from pipeline.prompt.gate import InputError, PromptGate
+from pipeline.prompt.stage import decide
 from pipeline.records import PromptRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +53,11 @@ class Broken:
 
 
 def test_classifier_failure_never_allows(gate: PromptGate) -> None:
-    broken = PromptGate(gate.settings, gate.encoder, extra=(Broken(),))
+    broken = PromptGate(gate.settings, gate.policies, gate.encoder, classifiers=(Broken(),))
     v, _ = broken.check(PromptRequest(tenant="default", prompt="a cinematic shot of a cat surfing at sunset"))
     assert v.action == "review"
     assert v.errors == {"profanity": "RuntimeError: model crashed"}
-    no_encoder = PromptGate(gate.settings, None, extra=gate.text_classifiers)
+    no_encoder = PromptGate(gate.settings, gate.policies, None, classifiers=gate.text_classifiers)
     assert no_encoder.check(PromptRequest(tenant="default", prompt="a cat"))[0].action == "review"
 
 

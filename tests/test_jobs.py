@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,12 +17,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.gate import PromptGate
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import Topics
 from pipeline.settings import Settings
-from tests.conftest import json_or_none, serve_api
-from tests.test_api import make_key
-from tests.test_video import SINTEL, clip, ffmpeg
+from tests.helpers import SINTEL, clip, json_or_none, make_key, serve_api, start_worker, stop_all, upload, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,31 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def job_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings.model_copy(update={"var_dir": tmp_path_factory.mktemp("jobs-var"), "environment": "demo",
                                        "job_lease_s": 4, "worker_name": f"jobs-{time.time_ns()}"})
-
-
-def start_worker(s: Settings, *stages: str) -> subprocess.Popen[bytes]:
-    """A real `genguard worker` process; its log is var_dir/worker-<ns>.log (``log_of``)."""
-    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
-           "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
-           "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
-           "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
-           "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
-    log = open(s.var_dir / f"worker-{time.time_ns()}.log", "wb")  # noqa: SIM115
-    args = ["--stages", ",".join(stages)] if stages else []
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    proc.log = Path(log.name)  # type: ignore[attr-defined]
-    return proc
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +50,6 @@ def keys(job_settings: Settings) -> dict[str, str]:
             "globex": make_key(job_settings, "globex", ["submit", "review"])}
 
 
-def upload(api: str, key: str, path: Path, prompt: str | None = None, job_id: str | None = None) -> httpx.Response:
-    data = {k: v for k, v in (("prompt", prompt), ("job_id", job_id)) if v}
-    with path.open("rb") as f:
-        return httpx.post(f"{api}/v1/videos", headers={"Authorization": f"Bearer {key}"},
-                          files={"video": (path.name, f, "video/mp4")}, data=data, timeout=30)
-
-
-def wait_for(api: str, key: str, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
-        if job["status"] in ("allowed", "released", "review", "blocked", "failed"):  # allowed may pass unseen
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} not decided in {timeout}s: {job}")
-
-
 def audit_events(s: Settings, subject: str, seconds: float = 4) -> Counter[str]:
     async def run() -> Counter[str]:
         consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
@@ -112,17 +67,6 @@ def audit_events(s: Settings, subject: str, seconds: float = 4) -> Counter[str]:
             await consumer.stop()
         return seen
     return asyncio.run(run())
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("jobmedia")
-    wav = d / "s.wav"
-    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
-    out = d / "speech.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=6", "-i", str(wav), "-af", "adelay=1000|1000",
-           "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(out))
-    return out
 
 
 def test_upload_is_decided_with_evidence(api: str, keys: dict[str, str], worker: list, speech: Path,

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.invisible import encode_bits
 from pipeline.media import Limits, decode, probe
-from pipeline.provenance import MODERATION_LABEL, dev_credentials, read, sign_media, signer_from
 from pipeline.records import Job
-from pipeline.release import find_watermark, moderation_summary, release_file
-from pipeline.watermark import MarkStyle, apply_marks
-from tests.test_video import SINTEL, ffmpeg
+from pipeline.release.invisible import encode_bits
+from pipeline.release.produce import moderation_summary, release_file
+from pipeline.release.provenance import MODERATION_LABEL, dev_credentials, read, sign_media, signer_from
+from pipeline.release.verify import find_watermark
+from pipeline.release.watermark import MarkStyle, apply_marks
+from tests.helpers import SINTEL, ffmpeg
 
 JOB = Job(job_id="job-release-test", tenant="acme", sha256="ab" * 32, media_uri="", status="allowed",
           prompt="a secret prompt", decision={"action": "allow", "policy_id": "genguard-default",
@@ -157,7 +158,7 @@ def test_images_sign_and_verify_too(keys: Path, tmp_path: Path, suffix: str) -> 
 
 
 def test_tenant_mark_and_prompt_opt_in() -> None:
-    from pipeline.release import style_for
+    from pipeline.release.produce import style_for
     from policies import engine
 
     root = Path(__file__).resolve().parent.parent

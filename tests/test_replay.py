@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.gate import PromptGate
-from pipeline.prompts import decide
+from pipeline.owner.replay import render, replay
+from pipeline.prompt.gate import PromptGate
+from pipeline.prompt.stage import decide
 from pipeline.records import PromptRequest
-from pipeline.replay import render, replay
-from pipeline.signal_store import LocalSignalStore
+from pipeline.store.signals import LocalSignalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [

@@ -13,10 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
-from pipeline.gate import PromptGate
+from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
-from tests.conftest import serve_api
-from tests.test_api import make_key
+from tests.helpers import make_key, serve_api
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import jobs
-from pipeline.gate import PromptGate
-from pipeline.media_store import LocalMediaStore
+from pipeline.policy_source import PolicySource
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import JobMessage, Topics
 from pipeline.settings import Settings
-from pipeline.state import JobLedger, State
-from pipeline.video import VideoGate
-from tests.test_video import SINTEL
+from pipeline.stages import StageContext
+from pipeline.store.media import LocalMediaStore
+from pipeline.store.state import JobLedger, State
+from pipeline.video import stages
+from pipeline.video.gate import VideoGate
+from tests.helpers import SINTEL
 
 
 class Hangs:
@@ -38,19 +40,22 @@ async def test_a_hanging_stage_times_out_and_the_job_fails_closed(base_settings:
     async def publish(topic: str, key: str, value: bytes) -> None:
         sent.append((topic, value))
 
-    real = VideoGate.from_settings(settings, PromptGate(settings, gate.encoder, gate.cache, gate.text_classifiers))
-    video = VideoGate(settings, real.prompts, [Hangs()] if hang else real.detectors, None, real.transcriber,
-                      real.hashes, load_errors={})
-    st = jobs.Stages(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), video, publish)
+    policies = PolicySource(settings)
+    real = VideoGate.from_settings(settings, PromptGate(settings, policies, gate.encoder, gate.cache,
+                                                        gate.text_classifiers))
+    video = VideoGate(settings, policies, real.prompts, [Hangs()] if hang else real.detectors, None,
+                      real.transcriber, real.hashes, load_errors={})
+    st = StageContext(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), policies, publish,
+                      gate=video)
     try:
-        job = await jobs.submit(st, SINTEL, ".mp4", "acme", "test", "an animated short", f"hang-{hang}")
+        job = await stages.submit(st, SINTEL, ".mp4", "acme", "test", "an animated short", f"hang-{hang}")
         msg = JobMessage(job_id=job.job_id, tenant="acme")
-        await jobs.sample(st, msg)
+        await stages.media(st, msg)
         started = time.monotonic()
-        await jobs.score_frames(st, msg.model_copy(update={"part": "frames"}))
+        await stages.frames(st, msg.model_copy(update={"part": "frames"}))
         assert time.monotonic() - started < 6  # the timeout, not the hang, ended the stage
-        await jobs.transcribe(st, msg.model_copy(update={"part": "audio"}))
-        decision = await jobs.decide(st, msg)
+        await stages.audio(st, msg.model_copy(update={"part": "audio"}))
+        decision = await stages.decide(st, msg)
         assert decision is not None
         if hang:
             assert decision.action in ("review", "block")

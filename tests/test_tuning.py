@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.gate import PromptGate
-from pipeline.policytest import Labelled
-from pipeline.tuning import choose, curve, draw, overlay, study
+from pipeline.owner.labelled import Labelled
+from pipeline.owner.tune import choose, curve, draw, overlay, study
+from pipeline.prompt.gate import PromptGate
 from policies import engine
 from policies.diff import diff_policies
 from policies.loader import lint
@@ -57,7 +57,7 @@ def test_study_overlay_and_plot(gate: PromptGate, tmp_path: Path) -> None:
     assert min(st.scores[:3]) > max(st.scores[3:])  # the real model separates these
     chosen = choose(st.points, target_recall=1.0)
     assert chosen is not None and chosen.threshold == pytest.approx(min(st.scores[:3]))
-    data = overlay(gate.policy_for("default"), "acme", "violence", "embedding", st.level, chosen.threshold)
+    data = overlay(gate.policies.for_tenant("default"), "acme", "violence", "embedding", st.level, chosen.threshold)
     path = tmp_path / "acme.yaml"
     path.write_text(yaml.safe_dump(data))
     assert lint(path, DEFAULT) == []

@@ -14,62 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evidence import contact_sheet
-from pipeline.gate import PromptGate
-from pipeline.hashes import HashStore
 from pipeline.media import Limits, MediaError, decode, probe
+from pipeline.policy_source import PolicySource
+from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
-from pipeline.video import VideoGate
+from pipeline.store.hashes import HashStore
+from pipeline.video.evidence import contact_sheet
+from pipeline.video.gate import VideoGate
+from tests.helpers import SINTEL, clip, ffmpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-SINTEL = ROOT / "var" / "testdata" / "sintel.mp4"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
-def clip(path: Path, seconds: float = 4, size: str = "640x360", codec: str = "libx264", extra: Sequence[str] = (),
-         source: str = "testsrc2") -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"{source}=size={size}:rate=25", "-f", "lavfi", "-i",
-           f"sine=frequency=300:duration={seconds}", "-t", str(seconds), "-c:v", codec, *extra, "-pix_fmt", "yuv420p",
-           "-shortest", str(path))
-    return path
 
 
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
-
-
-@pytest.fixture(scope="module")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("media")
-
-
-@pytest.fixture(scope="module")
-def speech_clip(media_dir: Path) -> Path:
-    """A real video with real speech: a test pattern, then espeak-ng saying a sentence at 3 s."""
-    wav = media_dir / "speech.wav"
-    subprocess.run(["espeak-ng", "-s", "130", "-w", str(wav), "Here is how to build a pipe bomb at home."], check=True)
-    out = media_dir / "speech.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=10", "-f", "lavfi", "-i",
-           "anullsrc=r=16000:cl=mono:d=10", "-i", str(wav), "-filter_complex",
-           "[2:a]adelay=3000|3000[s];[1:a][s]amix=inputs=2:duration=first:normalize=0[a]", "-map", "0:v",
-           "-map", "[a]", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest", str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
-def demo_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The demo environment: the default policy lets CLIP be absent there, and says so."""
-    return base_settings.model_copy(update={"environment": "demo", "var_dir": tmp_path_factory.mktemp("vvar")})
-
-
-@pytest.fixture(scope="module")
-def video_gate(demo_settings: Settings, gate: PromptGate) -> VideoGate:
-    prompts = PromptGate(demo_settings, gate.encoder, gate.cache, gate.text_classifiers)
-    return VideoGate.from_settings(demo_settings, prompts)
 
 
 # -- rejections ------------------------------------------------------------------------------
@@ -277,7 +236,7 @@ def test_known_content_is_blocked_whatever_the_classifiers_say(demo_settings: Se
     from classifiers.pdq import pdq
 
     store.add("terror", [(pdq(f.image)[0], "known propaganda clip") for f in decode(benign, Limits()).frames[1:2]])
-    prompts = PromptGate(settings, gate.encoder, gate.cache, gate.text_classifiers)
+    prompts = PromptGate(settings, PolicySource(settings), gate.encoder, gate.cache, gate.text_classifiers)
     vg = VideoGate.from_settings(settings, prompts)
     reupload = media_dir / "reupload.mp4"
     ffmpeg("-i", str(benign), "-c:v", "libx264", "-crf", "30", "-vf", "scale=480:270", str(reupload))
@@ -311,24 +270,28 @@ class Scripted:
 
 def test_a_failing_stage_never_allows(video_gate: VideoGate, media_dir: Path) -> None:
     benign = clip(media_dir / "fine.mp4", seconds=3)
-    broken = VideoGate(video_gate.settings, video_gate.prompts, [Raises()], None, video_gate.transcriber, None)
+    broken = VideoGate(video_gate.settings, video_gate.policies, video_gate.prompts, [Raises()],
+                       transcriber=video_gate.transcriber)
     decision, _, _ = broken.run(benign, None, "default", "job-broken")
     assert decision.action in ("review", "block")
     assert "frames:nsfw" in decision.errors and "GPU fell off the bus" in decision.errors["frames:nsfw"]
     production = video_gate.settings.model_copy(update={"environment": "production"})
-    strict = VideoGate(production, video_gate.prompts, video_gate.detectors, None, video_gate.transcriber,
-                       video_gate.hashes, load_errors={"clip": "CLIP model missing: var/models/clip/image.onnx"})
+    strict = VideoGate(production, video_gate.policies, video_gate.prompts, video_gate.detectors,
+                       transcriber=video_gate.transcriber, hashes=video_gate.hashes,
+                       load_errors={"clip": "CLIP model missing: var/models/clip/image.onnx"})
     decision, _, _ = strict.run(benign, None, "default", "job-no-clip")
     assert decision.action == "review" and "var/models/clip/image.onnx" in decision.errors["frames:clip"]
 
 
 def test_one_noisy_frame_reviews_nothing_but_a_sustained_signal_does(video_gate: VideoGate, media_dir: Path) -> None:
     benign = clip(media_dir / "five.mp4", seconds=4.5)  # 5 uniform samples + last
-    spike = VideoGate(video_gate.settings, video_gate.prompts, [Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1])], None,
-                      video_gate.transcriber, video_gate.hashes)
+    spike = VideoGate(video_gate.settings, video_gate.policies, video_gate.prompts,
+                      [Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1])], transcriber=video_gate.transcriber,
+                      hashes=video_gate.hashes)
     assert spike.run(benign, None, "default", "job-spike")[0].action == "allow"
-    held = VideoGate(video_gate.settings, video_gate.prompts, [Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1])], None,
-                     video_gate.transcriber, video_gate.hashes)
+    held = VideoGate(video_gate.settings, video_gate.policies, video_gate.prompts,
+                     [Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1])], transcriber=video_gate.transcriber,
+                     hashes=video_gate.hashes)
     decision = held.run(benign, None, "default", "job-held")[0]
     assert decision.action == "block"
     sexual = next(c for c in decision.categories if c.category == "sexual")

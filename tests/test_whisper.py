@@ -11,8 +11,8 @@ import pytest
 from classifiers.whisper import OPENAI_CHECKPOINT, FasterWhisperTranscriber, OpenAIWhisperTranscriber, speech_chunks
 from pipeline.media import Limits, decode
 from pipeline.settings import Settings
-from pipeline.video import transcriber
-from tests.test_video import ffmpeg
+from pipeline.video.gate import transcriber
+from tests.helpers import ffmpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "var" / "models" / "whisper-base"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.gate import PromptGate
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest, Topics
 from pipeline.settings import Settings
 from pipeline.worker import build_app
-from tests.conftest import json_or_none
+from tests.helpers import json_or_none
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,12 +100,12 @@ def test_prompts_become_verdicts_and_audit_records_once(settings: Settings,
 
 def test_worker_config_bounds_in_flight_work(settings: Settings, gate: PromptGate) -> None:
     s = settings.model_copy(update={"worker_concurrency": 3, "topic_partitions": 6, "worker_name": "cfg"})
-    app = build_app(s, gate, stages=["prompt"])
+    app = build_app(s, prompts=gate, stages=["prompt"])
     assert app.conf.id == "cfg-prompt"  # a role is its own consumer group
     assert app.conf.topic_partitions == 6 and app.conf.stream_buffer_maxsize == 12
     assert [a.concurrency for a in app.agents.values()] == [3]
     with pytest.raises(ValueError, match="unknown stages"):
-        build_app(s, gate, stages=["prompt", "frame"])
+        build_app(s, prompts=gate, stages=["prompt", "frame"])
 
 
 def test_health_worker_reads_the_heartbeat(settings: Settings, worker: subprocess.Popen[bytes]) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline.gate import PromptGate
-from pipeline.prompts import decide
+from pipeline.prompt.gate import PromptGate
+from pipeline.prompt.stage import decide
 from pipeline.records import PromptRequest
-from pipeline.video import VideoGate
+from pipeline.video.gate import VideoGate
 from policies.engine import Evaluation
 
 

@@ -3,8 +3,6 @@ trained model, plus what was decided and under which policy), written last so no
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import hashlib
 import json
 import secrets
@@ -14,13 +12,11 @@ from typing import Any
 
 import c2pa
 
-from pipeline.invisible import Detection, detect
-from pipeline.media import Limits, MediaError, decode, probe
-from pipeline.provenance import Credentials, dev_credentials, sign_media, signer_from
+from pipeline.media import Limits, probe
 from pipeline.records import Job
+from pipeline.release.provenance import Credentials, dev_credentials, sign_media, signer_from
+from pipeline.release.watermark import MarkStyle, apply_marks
 from pipeline.settings import Settings
-from pipeline.state import JobLedger
-from pipeline.watermark import MarkStyle, apply_marks
 from policies.schema import Release
 
 
@@ -79,27 +75,6 @@ def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, settings:
                  watermark=payload)
         signed.replace(dest)
     return payload
-
-
-def find_watermark(path: Path, limits: Limits | None = None) -> Detection:
-    """The invisible payload, pooled over up to 64 frames sampled at 4 per second. ``limits`` bound what
-    is decoded (size, duration, dimensions) like an upload's: a file from outside is never trusted."""
-    limits = dataclasses.replace(limits or Limits(), sample_fps=4, max_frames=64)
-    return detect([f.image for f in decode(path, limits).frames])
-
-
-async def watermark_report(path: Path, jobs: JobLedger | None, limits: Limits | None = None) -> dict[str, Any]:
-    """What the invisible watermark says, and which job it points to (from the ledger). A file that is no
-    decodable video within the limits (an image, a bomb) carries no readable watermark: said, not raised."""
-    try:
-        found = await asyncio.to_thread(find_watermark, path, limits)
-    except MediaError as e:
-        return {"present": False, "unreadable": f"{e.code}: {e}"}
-    if found.payload is None:
-        return {"present": False}
-    payload = f"{found.payload:08x}"
-    job_id = await jobs.job_for_watermark(payload) if jobs is not None else None
-    return {"present": True, "payload": payload, "job_id": job_id}
 
 
 def sign_with(settings: Settings) -> c2pa.Signer:

@@ -13,10 +13,10 @@ import logging
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from pipeline.audit import AuditSink
+from pipeline.audit.chain import AuditSink
 from pipeline.records import AuditRecord, DeadLetter, Topics
 from pipeline.settings import Settings
-from pipeline.state import State
+from pipeline.store.state import State
 
 log = logging.getLogger("genguard.audit")
 
@@ -39,17 +39,6 @@ async def append_batch(sink: AuditSink, state: State, partition: int, values: li
     seq, head = sink.head(stream)
     await state.set_audit_head(stream, seq, head)
     return written
-
-
-async def publish_audit(settings: Settings, records: list[AuditRecord]) -> None:
-    """For one-off events (key operations from the CLI): send and wait for the broker's ack."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for rec in records:
-            await producer.send_and_wait(Topics.AUDIT, rec.model_dump_json().encode(), key=rec.subject.encode())
-    finally:
-        await producer.stop()
 
 
 class _Reassign(ConsumerRebalanceListener):

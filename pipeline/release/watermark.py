@@ -1,4 +1,4 @@
-"""The watermarks, in one encode: the invisible pattern (``pipeline.invisible``), then the visible,
+"""The watermarks, in one encode: the invisible pattern (``pipeline.release.invisible``), then the visible,
 moving mark: semi-transparent, it holds in one corner, glides to the opposite one, and so on, so
 no fixed crop removes it. ffmpeg's filters do the pixel work (no Python loop per pixel); audio is
 copied when it is AAC already; H.264/AAC MP4 with faststart."""
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.invisible import pattern_yuv
 from pipeline.media import Probe
+from pipeline.release.invisible import pattern_yuv
 
 
 @dataclass(frozen=True, slots=True)

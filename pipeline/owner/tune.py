@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.gate import PromptGate
 from pipeline.media import decode
-from pipeline.policytest import Counts, Labelled
+from pipeline.owner.labelled import Counts, Labelled
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest
-from pipeline.video import VideoGate, limits_of
+from pipeline.video.gate import VideoGate, limits_of
 from policies import engine
 from policies.engine import CompiledPolicy
 from policies.schema import SEVERITIES, Severity
@@ -96,7 +96,7 @@ def _row_score(gate: PromptGate, video: VideoGate | None, row: Labelled, policy:
 def study(gate: PromptGate, rows: Sequence[Labelled], category: str, signal: str, tenant: str,
           video: VideoGate | None = None) -> Study:
     """Observe every labelled row once; score it on ``signal`` and ask whether anything else flags it."""
-    policy = gate.policy_for(tenant)
+    policy = gate.policies.for_tenant(tenant)
     if category not in policy.categories:
         raise ValueError(f"category {category!r} is not in policy {policy.id}")
     if signal not in policy.policy.signals:

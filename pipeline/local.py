@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -13,8 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
-
-from pipeline.settings import Settings
 
 
 class ServiceError(RuntimeError):
@@ -140,21 +137,3 @@ def terminate(name: str, run_dir: Path, timeout: float = 15) -> bool:
         os.kill(pid, signal.SIGKILL)
     (run_dir / f"{name}.pid").unlink(missing_ok=True)
     return True
-
-
-async def ensure_topics(settings: Settings, names: list[str]) -> list[str]:
-    """Create the missing topics (clusters with auto-creation off need this); returns those created."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        missing = [n for n in names if n not in set(await admin.list_topics())]
-        if missing:
-            new = [NewTopic(n, settings.topic_partitions, settings.topic_replication) for n in missing]
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-        return missing
-    finally:
-        await admin.close()

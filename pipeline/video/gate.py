@@ -18,21 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from classifiers.base import Classifier, ModelMissingError
+from classifiers import registry
+from classifiers.base import Classifier, ModelMissingError, Transcriber, VectorCache
 from classifiers.clip import ClipModel, ClipZeroShot
-from classifiers.nsfw import OpenNsfwClassifier
-from classifiers.nudenet import NudeNetClassifier
 from classifiers.pdq import HashIndex, pdq
-from classifiers.text_embedding import VectorCache
-from classifiers.whisper import (
-    OPENAI_CHECKPOINT,
-    FasterWhisperTranscriber,
-    OpenAIWhisperTranscriber,
-    Transcriber,
-)
-from pipeline.gate import PromptGate, decode_vector, encode_vector
-from pipeline.hashes import HashStore
-from pipeline.media import Frame, Limits, Media, decode
+from pipeline.media import Frame, Media, decode, limits_of
+from pipeline.policy_source import PolicySource
+from pipeline.prompt.gate import PromptGate, decode_vector, encode_vector
 from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation
 from pipeline.settings import Settings
 from policies import engine
@@ -41,12 +33,8 @@ from policies.temporal import aggregate
 
 log = logging.getLogger("genguard.video")
 T = TypeVar("T")
-
-
-def limits_of(settings: Settings) -> Limits:
-    return Limits(max_bytes=settings.max_upload_bytes, max_duration_s=settings.max_video_seconds,
-                  max_width=settings.max_video_side, max_height=settings.max_video_side,
-                  sample_fps=settings.sample_fps, max_frames=settings.max_frames)
+PARTS = frozenset({"frames", "speech", "judge"})  # what a role can load: see pipeline/stages.py
+JUDGE_SIDE = ("clip", "hash")  # models the decision itself needs (CLIP's text tower, the hash index)
 
 
 def _load(what: str, errors: dict[str, str], make: Callable[[], T]) -> T | None:
@@ -61,29 +49,47 @@ def _load(what: str, errors: dict[str, str], make: Callable[[], T]) -> T | None:
 
 def transcriber(settings: Settings) -> Transcriber:
     """The configured Whisper backend over the same weights (GENGUARD_WHISPER_BACKEND)."""
+    from classifiers.whisper import OPENAI_CHECKPOINT, FasterWhisperTranscriber, OpenAIWhisperTranscriber
+
     if settings.whisper_backend == "openai-whisper":
         return OpenAIWhisperTranscriber(settings.whisper_model / OPENAI_CHECKPOINT)
     return FasterWhisperTranscriber(settings.whisper_model)
 
 
+def hash_index(settings: Settings) -> HashIndex:
+    from pipeline.store.hashes import HashStore
+
+    return HashStore(settings.hashes_dir).index()
+
+
 class VideoGate:
-    def __init__(self, settings: Settings, prompts: PromptGate, detectors: Sequence[Classifier], clip: ClipModel | None,
-                 transcriber: Transcriber | None, hashes: HashIndex | None,
+    def __init__(self, settings: Settings, policies: PolicySource, prompts: PromptGate | None,
+                 detectors: Sequence[Classifier] = (), clip: ClipModel | None = None,
+                 transcriber: Transcriber | None = None, hashes: HashIndex | None = None,
                  cache: VectorCache | None = None, load_errors: dict[str, str] | None = None) -> None:
-        self.settings, self.prompts, self.detectors, self.clip = settings, prompts, tuple(detectors), clip
-        self.transcriber, self.hashes, self.cache = transcriber, hashes, cache
-        self.load_errors = load_errors or {}
+        self.settings, self.policies, self.prompts = settings, policies, prompts
+        self.detectors, self.clip, self.transcriber, self.hashes = tuple(detectors), clip, transcriber, hashes
+        self.cache, self.load_errors = cache, load_errors or {}
         self._zero_shot: dict[str, ClipZeroShot] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, prompts: PromptGate, cache: VectorCache | None = None) -> VideoGate:
+    def from_settings(cls, settings: Settings, prompts: PromptGate | None, cache: VectorCache | None = None,
+                      parts: frozenset[str] = PARTS, policies: PolicySource | None = None) -> VideoGate:
+        """The models of ``parts``: frames (registered frame models + CLIP's image tower), speech
+        (Whisper), judge (CLIP's text tower and the hash index). A role loads only its parts."""
         errors: dict[str, str] = {}
-        detectors = [d for d in (_load("nsfw", errors, OpenNsfwClassifier),  # shipped, on by default
-                                 _load("nudenet", errors, NudeNetClassifier)) if d is not None]  # the extra
-        clip = _load("clip", errors, lambda: ClipModel(settings.clip_model))
-        whisper = _load("transcript", errors, lambda: transcriber(settings))
-        hashes = _load("hash", errors, lambda: HashStore(settings.hashes_dir).index())
-        return cls(settings, prompts, detectors, clip, whisper, hashes, cache, errors)
+        detectors = registry.load("frames", errors) if "frames" in parts else []
+        clip = _load("clip", errors, lambda: ClipModel(settings.clip_model)) if parts & {"frames", "judge"} else None
+        whisper = _load("transcript", errors, lambda: transcriber(settings)) if "speech" in parts else None
+        hashes = _load("hash", errors, lambda: hash_index(settings)) if "judge" in parts else None
+        policies = policies or (prompts.policies if prompts is not None else PolicySource(settings))
+        return cls(settings, policies, prompts, detectors, clip, whisper, hashes, cache, errors)
+
+    @property
+    def text(self) -> PromptGate:
+        if self.prompts is None:
+            raise RuntimeError("this role has no text models loaded")
+        return self.prompts
 
     # -- observe: models run once, nothing here depends on the policy -------------------------
     def _stage(self, obs: VideoObservation, name: str, fn: Callable[[], None]) -> None:
@@ -100,7 +106,7 @@ class VideoGate:
         images = [f.image for f in frames]
         obs = VideoObservation(probe=probe, notes=notes,
                                frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
-        obs.errors.update({k: v for k, v in self.load_errors.items() if k != "transcript"})
+        obs.errors.update({k: v for k, v in self.load_errors.items() if k not in ("transcript", "hash")})
 
         def hashes() -> None:
             for sample, image in zip(obs.frames, images, strict=True):
@@ -138,7 +144,7 @@ class VideoGate:
                 return
             transcript = self.transcriber.transcribe(audio)
             obs.language = transcript.language
-            obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=self.prompts.observe(s.text))
+            obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=self.text.observe(s.text))
                               for s in transcript.segments]
 
         self._stage(obs, "transcript", speech)
@@ -151,7 +157,7 @@ class VideoGate:
         obs.models.update(audio.models)
         obs.timings_ms.update(audio.timings_ms)
         if prompt:
-            obs.prompt = self.prompts.observe(prompt)
+            obs.prompt = self.text.observe(prompt)
         for text_obs in [obs.prompt, *(s.observation for s in obs.transcript or [])]:
             if text_obs is not None:
                 obs.models.update(text_obs.models)
@@ -177,13 +183,16 @@ class VideoGate:
         per_frame: dict[str, dict[str, np.ndarray]] = {}
         stage_error = obs.errors.get("frames")  # the whole frame stage failed (or timed out)
         for name, spec in policy.policy.signals.items():
-            if spec.modality == "frames" and (problem := obs.errors.get(name) or stage_error):
+            judge_side = self.load_errors.get(name) if name in JUDGE_SIDE else None
+            if spec.modality == "frames" and (problem := obs.errors.get(name) or stage_error or judge_side):
                 sig.errors[name] = problem
         per_frame.update({name: {"*": np.array(scores)} for name, scores in obs.detectors.items()})
         zs = self.zero_shot(policy)
         if obs.clip is not None and zs is not None:
             scores = zs.score_embeddings(np.stack([decode_vector(e) for e in obs.clip]))
             per_frame["clip"] = {c: scores[:, i] for i, c in enumerate(zs.outputs)}
+        elif obs.clip is not None and any(cat.clip for cat in policy.policy.categories.values()):
+            sig.errors.setdefault("clip", "frames were embedded but CLIP's text tower is not loaded here")
         elif obs.clip is not None:
             sig.scores["clip"] = {}
         for signal, columns in per_frame.items():
@@ -219,12 +228,12 @@ class VideoGate:
             audio.scores["transcript"] = {}
         parts = [("frames", frames), ("audio", audio)]
         if obs.prompt is not None:
-            parts.append(("prompt", self.prompts.signals_for(obs.prompt, policy)))
+            parts.append(("prompt", self.text.signals_for(obs.prompt, policy)))
         spans: dict[str, tuple[float, float]] = {}
         for seg in obs.transcript or []:
             source = f"transcript {seg.start:.1f}-{seg.end:.1f}s"
             spans[source] = (seg.start, seg.end)
-            parts.append((source, self.prompts.signals_for(seg.observation, policy)))
+            parts.append((source, self.text.signals_for(seg.observation, policy)))
         evaluation = engine.evaluate_many(policy, parts)
         for cat in evaluation.categories:  # frames on screen while a flagged sentence was spoken
             for source in {m.source for m in cat.matches if m.source in spans}:
@@ -246,6 +255,6 @@ class VideoGate:
         obs = self.observe(media, prompt)
         obs.timings_ms = {"decode": decode_ms, **obs.timings_ms}
         started = time.perf_counter()
-        decision = self.judge(obs, self.prompts.policy_for(tenant), job_id, tenant)
+        decision = self.judge(obs, self.policies.for_tenant(tenant), job_id, tenant)
         decision.timings_ms["decide"] = round((time.perf_counter() - started) * 1000, 1)
         return decision, media, obs

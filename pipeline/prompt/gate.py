@@ -1,4 +1,5 @@
-"""The prompt gate: a prompt in, a verdict out. Shared by the API, the worker and the CLI.
+"""The prompt gate: a prompt in, a verdict out. Shared by the API, the worker, the CLI and the
+video gate (which observes every transcript segment like a prompt).
 
 Two steps. ``observe`` runs the models once and keeps what they saw (normalised text, the
 prompt's embedding, model scores, failures): it does not depend on the policy, so it is what
@@ -10,18 +11,17 @@ as failed and the policy's fail-closed rule decides (review or block), never all
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
-from classifiers.base import Classifier
-from classifiers.normalize import normalize
-from classifiers.profanity import ProfanityClassifier
-from classifiers.text_embedding import ExemplarClassifier, TextEncoder, VectorCache
-from pipeline.records import AuditRecord, Observation, PromptRequest, Shadow, Verdict
+from classifiers import registry
+from classifiers.base import Classifier, VectorCache
+from classifiers.normalize import NormalizedText, normalize
+from classifiers.text_embedding import ExemplarClassifier, TextEncoder
+from pipeline.policy_source import PolicySource
+from pipeline.records import Observation, PromptRequest, Shadow, Verdict
 from pipeline.settings import Settings
 from policies import engine
 from policies.engine import CompiledPolicy, Signals
@@ -46,33 +46,31 @@ def decode_vector(s: str) -> np.ndarray:
 
 
 class PromptGate:
-    def __init__(self, settings: Settings, encoder: TextEncoder | None, cache: VectorCache | None = None,
-                 extra: tuple[Classifier, ...] = ()) -> None:
-        self.settings = settings
-        self.encoder = encoder
-        self.cache = cache
-        self.text_classifiers: tuple[Classifier, ...] = extra
-        self.base = engine.load(settings.policy_path)
-        self._policies: dict[tuple[str, Path], CompiledPolicy] = {}
+    def __init__(self, settings: Settings, policies: PolicySource, encoder: TextEncoder | None,
+                 cache: VectorCache | None = None, classifiers: tuple[Classifier, ...] = (),
+                 load_errors: dict[str, str] | None = None) -> None:
+        self.settings, self.policies, self.encoder, self.cache = settings, policies, encoder, cache
+        self.text_classifiers = classifiers
+        self.load_errors = load_errors or {}
         self._exemplars: dict[str, ExemplarClassifier] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, cache: VectorCache | None = None) -> PromptGate:
-        """Load the shipped models; a missing model raises ModelMissingError naming the path."""
-        encoder = TextEncoder(settings.text_model)
-        return cls(settings, encoder, cache, extra=(ProfanityClassifier(),))
+    def from_settings(cls, settings: Settings, cache: VectorCache | None = None,
+                      policies: PolicySource | None = None, classifiers: bool = True) -> PromptGate:
+        """The text encoder and, with ``classifiers``, every registered text model. A missing encoder
+        raises ModelMissingError naming its path; a missing registered model fails its signal closed."""
+        errors: dict[str, str] = {}
+        models = tuple(registry.load("text", errors)) if classifiers else ()
+        return cls(settings, policies or PolicySource(settings), TextEncoder(settings.text_model), cache, models,
+                   errors)
+
+    @property
+    def base(self) -> CompiledPolicy:
+        return self.policies.base
 
     def warm(self) -> None:
         """Embed the exemplars and run onnxruntime once, so the first real request is not the slow one."""
         self.check(PromptRequest(tenant="default", prompt="warm-up"))
-
-    def policy_for(self, tenant: str, base: Path | None = None) -> CompiledPolicy:
-        """The tenant's effective policy: ``base`` (default: the live policy) plus its overlay, if any."""
-        path = base or self.settings.policy_path
-        if (tenant, path) not in self._policies:
-            overlay = self.settings.tenants_dir / f"{tenant}.yaml"
-            self._policies[tenant, path] = engine.load(path, overlay if overlay.exists() else None)
-        return self._policies[tenant, path]
 
     def exemplars_for(self, policy: CompiledPolicy) -> ExemplarClassifier | None:
         if self.encoder is None:
@@ -89,7 +87,8 @@ class PromptGate:
 
     def observe(self, text: str) -> Observation:
         norm = normalize(text)
-        obs = Observation(text=text)
+        obs = Observation(text=text, errors=dict(self.load_errors))
+        obs._normalized = norm  # judged in this process: no second normalisation
         if self.encoder is None:
             obs.errors["embedding"] = "text embedding model not loaded"
         else:
@@ -110,7 +109,8 @@ class PromptGate:
 
     def signals_for(self, obs: Observation, policy: CompiledPolicy) -> Signals:
         """What ``policy`` needs from an observation: its exemplar similarities from the stored embedding."""
-        sig = Signals(text=normalize(obs.text), scores=dict(obs.scores), errors=dict(obs.errors),
+        norm: NormalizedText = obs._normalized or normalize(obs.text)  # stored observations normalise again
+        sig = Signals(text=norm, scores=dict(obs.scores), errors=dict(obs.errors),
                       environment=self.settings.environment)
         exemplars = self.exemplars_for(policy)
         if obs.embedding is not None and exemplars is not None:
@@ -135,28 +135,11 @@ class PromptGate:
                              f"prompt has {len(request.prompt)} characters; the limit is "
                              f"{self.settings.max_prompt_chars}")
         obs = self.observe(request.prompt)
-        verdict = self.judge(request, obs, self.policy_for(request.tenant))
-        if self.settings.shadow_policy_path is not None:
-            shadow = self.judge(request, obs, self.policy_for(request.tenant, self.settings.shadow_policy_path))
+        verdict = self.judge(request, obs, self.policies.for_tenant(request.tenant))
+        if (candidate := self.policies.shadow_for(request.tenant)) is not None:
+            shadow = self.judge(request, obs, candidate)
             verdict.shadow = Shadow(action=shadow.action, policy_id=shadow.policy_id,
                                     policy_version=shadow.policy_version,
                                     categories=[c.category for c in shadow.categories if c.action != "allow"])
         verdict.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return verdict, obs
-
-
-def audit_record(request: PromptRequest, verdict: Verdict) -> AuditRecord:
-    """The audit line for a prompt verdict: scores and reasons, a hash of the prompt, never its text."""
-    reasons = [f"{c.category}:{c.severity}:{'+'.join(m.id for m in c.matches)}" for c in verdict.categories]
-    reasons += [f"signal-error:{name}" for name in verdict.errors]
-    shadow = {}
-    if verdict.shadow:
-        shadow = {"action": verdict.shadow.action, "policy_version": verdict.shadow.policy_version}
-    return AuditRecord(
-        event="prompt.verdict", actor=request.actor, tenant=request.tenant, subject=request.request_id,
-        content_sha256=hashlib.sha256(request.prompt.encode()).hexdigest(),
-        policy_id=verdict.policy_id, policy_version=verdict.policy_version,
-        model_versions=verdict.model_versions, action=verdict.action,
-        categories={c.category: c.score for c in verdict.categories},
-        reason="; ".join(reasons) or "no category fired", shadow=shadow,
-    )

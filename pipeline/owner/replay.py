@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.gate import PromptGate
+from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest, StoredSignals
-from pipeline.video import VideoGate
+from pipeline.video.gate import VideoGate
 from policies import engine
 from policies.engine import CompiledPolicy, Evaluation
 from policies.loader import is_overlay
@@ -57,8 +57,8 @@ def candidate_policies(gate: PromptGate, candidate: Path) -> Callable[[str], Com
     if is_overlay(candidate):
         policy = engine.load(gate.settings.policy_path, candidate)
         tenant = policy.id.partition("+")[2]
-        return lambda t: policy if t == tenant else gate.policy_for(t)
-    return lambda t: gate.policy_for(t, candidate)
+        return lambda t: policy if t == tenant else gate.policies.for_tenant(t)
+    return lambda t: gate.policies.for_tenant(t, candidate)
 
 
 def replay(gate: PromptGate, rows: Iterable[StoredSignals], candidate: Path,

@@ -1,0 +1,45 @@
+"""The HTTP API: start-up and shutdown, the error handlers and middleware, and one router per area."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pipeline import __version__
+from pipeline.api import audit, errors, middleware, ops, prompts, review, verify, videos
+from pipeline.api.deps import Services
+from pipeline.kafka import start_producer
+from pipeline.prompt.gate import PromptGate
+from pipeline.settings import Settings, get_settings
+from pipeline.store.state import RedisVectorCache, State
+
+ROUTERS = (prompts.router, videos.router, review.router, audit.router, verify.router, ops.router)
+
+
+def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None = None) -> FastAPI:
+    """The app; ``prompts_gate`` lets tests share one loaded gate (the API loads only text models)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = State(settings)
+        gate = prompts_gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
+        gate.warm()
+        svc = Services(settings, gate, state, await start_producer(settings))
+        app.state.services = svc
+        if svc.producer is not None:
+            await svc.policies.announce(state, svc.publish, "api")
+        yield
+        if svc.producer:
+            await svc.producer.stop()
+        await state.close()
+
+    app = FastAPI(title="genguard", version=__version__, lifespan=lifespan,
+                  description="Moderation and provenance gate for generative video.")
+    errors.install(app)
+    middleware.install(app, settings)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

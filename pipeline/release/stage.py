@@ -1,0 +1,33 @@
+"""The release stage: an allowed job gets its marks and its signed manifest, once."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from pipeline.audit import events
+from pipeline.records import Job, JobMessage, Topics
+from pipeline.release.produce import release_file, sign_with
+from pipeline.stages import StageContext
+
+
+async def release(st: StageContext, msg: JobMessage) -> Job | None:
+    """Watermark and sign an allowed job; a redelivery reuses the file already signed, never a second one."""
+    job = await st.claim("release", msg)
+    if job is None or job.status != "allowed":
+        return None
+    dest = st.store.released_path(job.job_id)
+    payload = job.watermark or f"{secrets.randbits(32):08x}"
+    await st.jobs.update(job.job_id, watermark=payload)  # before the file, so a retry embeds the same one
+    await st.jobs.map_watermark(payload, job.job_id)
+    if not dest.exists():
+        signer = sign_with(st.settings)
+        src = st.store.local_path(job.media_uri)
+        tenant = st.policies.for_tenant(job.tenant).policy.release
+        await st.run(lambda: release_file(src, dest, job, signer, tenant, int(payload, 16)), "release")
+    job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    await st.audit(events.video_released(job, digest, payload, f"worker:{st.settings.worker_name}"))
+    await st.send(Topics.RELEASED, job)
+    await st.done("release", job.job_id)
+    return job

@@ -1,0 +1,122 @@
+"""What tests share, as plain functions (no test module imports another): servers and keys,
+real media made with Debian's ffmpeg, worker processes, job polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from pipeline.prompt.gate import PromptGate
+from pipeline.settings import Settings
+from pipeline.store.state import State
+
+ROOT = Path(__file__).resolve().parent.parent
+SINTEL = ROOT / "var" / "testdata" / "sintel.mp4"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def json_or_none(raw: bytes) -> dict | None:
+    """Topics are shared by the session's tests, and some write junk on purpose."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
+    """The real API (uvicorn) on a free loopback port, in a thread of this process."""
+    from pipeline.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def make_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
+    async def run() -> str:
+        state = State(settings)
+        try:
+            return (await state.create_key(tenant, scopes, "test"))[0]  # type: ignore[arg-type]
+        finally:
+            await state.close()
+    return asyncio.run(run())
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def clip(path: Path, seconds: float = 4, size: str = "640x360", codec: str = "libx264", extra: Sequence[str] = (),
+         source: str = "testsrc2") -> Path:
+    ffmpeg("-f", "lavfi", "-i", f"{source}=size={size}:rate=25", "-f", "lavfi", "-i",
+           f"sine=frequency=300:duration={seconds}", "-t", str(seconds), "-c:v", codec, *extra, "-pix_fmt", "yuv420p",
+           "-shortest", str(path))
+    return path
+
+
+def start_worker(s: Settings, *stages: str) -> subprocess.Popen[bytes]:
+    """A real `genguard worker` process; its log is var_dir/worker-<ns>.log (``log_of``)."""
+    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
+           "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
+           "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
+           "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
+           "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
+    log = open(s.var_dir / f"worker-{time.time_ns()}.log", "wb")  # noqa: SIM115
+    args = ["--stages", ",".join(stages)] if stages else []
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    proc.log = Path(log.name)  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def upload(api: str, key: str, path: Path, prompt: str | None = None, job_id: str | None = None) -> httpx.Response:
+    data = {k: v for k, v in (("prompt", prompt), ("job_id", job_id)) if v}
+    with path.open("rb") as f:
+        return httpx.post(f"{api}/v1/videos", headers={"Authorization": f"Bearer {key}"},
+                          files={"video": (path.name, f, "video/mp4")}, data=data, timeout=30)
+
+
+def wait_for(api: str, key: str, job_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+        if job["status"] in ("allowed", "released", "review", "blocked", "failed"):  # allowed may pass unseen
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} not decided in {timeout}s: {job}")
