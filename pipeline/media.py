@@ -150,12 +150,7 @@ def decode(path: Path, limits: Limits) -> Media:
             for packet in container.demux(*streams):
                 for frame in packet.decode():
                     if isinstance(frame, av.AudioFrame):
-                        for out in resampler.resample(frame):  # type: ignore[union-attr]
-                            chunks.append(out.to_ndarray().reshape(-1))
-                            samples += chunks[-1].size
-                        if samples > (limits.max_duration_s + 1) * 16000:
-                            raise MediaError("too_long", f"the audio runs past its declared length "
-                                             f"({samples / 16000:.1f}s); the limit is {limits.max_duration_s:.0f}s")
+                        samples = _audio(resampler, frame, chunks, samples, limits)  # type: ignore[arg-type]
                         continue
                     if frame.pts is None:
                         continue
@@ -192,6 +187,18 @@ def decode(path: Path, limits: Limits) -> Media:
     if len(frames) > limits.max_frames:
         media.notes.append(f"{len(frames)} frames sampled, capped at {limits.max_frames}")
     return media
+
+
+def _audio(resampler: av.AudioResampler, frame: av.AudioFrame, chunks: list[np.ndarray], samples: int,
+           limits: Limits) -> int:
+    """Append ``frame`` as 16 kHz mono float32; the total so far, refused past the duration limit."""
+    for out in resampler.resample(frame):
+        chunks.append(out.to_ndarray().reshape(-1))
+        samples += chunks[-1].size
+    if samples > (limits.max_duration_s + 1) * 16000:
+        raise MediaError("too_long", f"the audio runs past its declared length "
+                         f"({samples / 16000:.1f}s); the limit is {limits.max_duration_s:.0f}s")
+    return samples
 
 
 def _within(frame: av.VideoFrame, t: float, decoded: int, limits: Limits) -> None:

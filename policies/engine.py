@@ -31,10 +31,6 @@ def _max_severity(sevs: list[Severity]) -> Severity | None:
     return max(sevs, key=SEVERITIES.index) if sevs else None
 
 
-def _min_severity(a: Severity, b: Severity) -> Severity:
-    return min(a, b, key=SEVERITIES.index)
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledCategory:
     id: str

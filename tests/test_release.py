@@ -14,7 +14,14 @@ from pipeline.media import Limits, decode, probe
 from pipeline.records import Job
 from pipeline.release.invisible import encode_bits
 from pipeline.release.produce import moderation_summary, release_file
-from pipeline.release.provenance import MODERATION_LABEL, dev_credentials, read, sign_media, signer_from
+from pipeline.release.provenance import (
+    MODERATION_LABEL,
+    callback_signer,
+    dev_credentials,
+    read,
+    sign_media,
+    signer_from,
+)
 from pipeline.release.verify import find_watermark
 from pipeline.release.watermark import MarkStyle, apply_marks
 from tests.helpers import SINTEL, ffmpeg
@@ -73,6 +80,30 @@ def test_release_is_trusted_against_the_dev_anchor(keys: Path, released: Path) -
     assert moderation["job_id"] == JOB.job_id and moderation["policy_version"] == "0123456789abcdef"
     assert moderation["unscored_signals"] == ["clip"] and "prompt" not in moderation  # no opt-in, no prompt
     assert creds.key_pem not in released.read_bytes()
+
+
+def test_a_key_that_never_leaves_its_kms_signs_through_the_release_path(keys: Path, tmp_path: Path) -> None:
+    """The KMS is mocked (none can run here): a callback that signs with the dev key in this process,
+    as a KMS would with a key it never hands out. The release path must accept it and stay Trusted."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    creds = dev_credentials(keys)
+    key = serialization.load_pem_private_key(creds.key_pem, password=None)
+    calls: list[int] = []
+
+    def kms_sign(data: bytes) -> bytes:
+        calls.append(len(data))
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr, call-arg]
+
+    clip = tmp_path / "short.mp4"
+    ffmpeg("-i", str(SINTEL), "-t", "1.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))
+    out = tmp_path / "kms.mp4"
+    release_file(clip, out, JOB, callback_signer(kms_sign, creds.chain_pem), payload=PAYLOAD)
+    found = read(out, creds.root_pem)
+    assert calls, "the callback was never asked to sign"
+    assert found.state == "Trusted" and found.signer == "genguard dev signer"
+    assert found.assertions[MODERATION_LABEL]["job_id"] == JOB.job_id
 
 
 def test_without_the_anchor_it_is_valid_but_untrusted(released: Path) -> None:
