@@ -27,6 +27,7 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/video_gate.py
 	$(BIN)/python bench/release.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/roles.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -58,7 +58,8 @@ def measure(role: str, env: dict[str, str], run_dir: Path, settle_s: float, time
     try:
         while not (set(run_dir.glob("*.alive")) - before if run_dir.exists() else set()):
             if proc.poll() is not None:
-                raise SystemExit(f"{role} worker exited with {proc.returncode}; see {log.name}")
+                tail = Path(log.name).read_text(errors="replace")[-3000:]
+                raise SystemExit(f"{role} worker exited with {proc.returncode}:\n{tail}")
             if time.monotonic() - started > timeout_s:
                 raise SystemExit(f"{role} worker sent no heartbeat within {timeout_s:.0f}s; see {log.name}")
             time.sleep(0.2)
@@ -67,7 +68,8 @@ def measure(role: str, env: dict[str, str], run_dir: Path, settle_s: float, time
         rss, peak = memory_kb(proc.pid)
         return rss, peak, ready
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
