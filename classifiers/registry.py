@@ -61,5 +61,6 @@ def load(modality: Modality, errors: dict[str, str]) -> list[Classifier]:
 
 
 register(Entry("profanity", "text", "classifiers.profanity:ProfanityClassifier"))  # alt-profanity-check
+register(Entry("text_model", "text", "classifiers.text_model:TextModel"))  # genguard's own, multilingual
 register(Entry("nsfw", "frames", "classifiers.nsfw:OpenNsfwClassifier"))  # Yahoo open_nsfw, shipped ONNX
 register(Entry("nudenet", "frames", "classifiers.nudenet:NudeNetClassifier"))  # the opt-in extra

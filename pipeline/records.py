@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from classifiers.normalize import NormalizedText
 from policies.engine import Evaluation
@@ -79,6 +79,13 @@ class PromptRequest(BaseModel):
     tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     prompt: str
     actor: str = "anonymous"
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_lone_surrogates(cls, v: str) -> str:
+        """JSON can carry a lone surrogate (``"\\ud800"``) that no encoder, hash or response can: it
+        becomes U+FFFD, so the text is still checked (and a model that fails on it fails closed)."""
+        return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class Shadow(BaseModel):

@@ -13,6 +13,7 @@ worker killed before that leaves leases that run out, and the reconciler re-publ
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -90,9 +91,9 @@ def _agent(app: faust.App, topic: faust.TopicT, stage: Stage, ctx: StageContext,
 
     async def run(stream: faust.StreamT[bytes]) -> None:
         async for raw in stream:
-            try:
-                msg = stage.message.model_validate_json(raw)
-            except ValidationError as e:
+            try:  # the stdlib decoder takes lone surrogates, which the request then replaces (pydantic's refuses)
+                msg = stage.message.model_validate(json.loads(raw))
+            except (ValueError, ValidationError) as e:
                 await dead_letter(stage.topic, raw, str(e))
                 continue
             try:

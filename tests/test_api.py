@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from pipeline.api.app import create_app
 from pipeline.prompt.gate import PromptGate
@@ -121,6 +124,27 @@ def test_bad_requests_get_precise_errors(api: str, keys: dict[str, str], setting
     assert (r.status_code, r.json()["error"]["code"]) == (413, "body_too_large")
     r = post(api, keys["check"], {"prompt": "  "})
     assert (r.status_code, r.json()["error"]["code"]) == (422, "prompt_empty")
+
+
+EVERY_CATEGORY = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
+                  "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn")  # Cs: surrogates
+
+
+@settings_(max_examples=40, deadline=None, derandomize=True,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(st.characters(categories=EVERY_CATEGORY), min_size=1, max_size=300))
+def test_any_unicode_gets_a_verdict_or_a_clear_4xx(api: str, keys: dict[str, str], text: str) -> None:
+    """The full code-point range, lone surrogates included (json.dumps escapes them as \\ud800)."""
+    r = post(api, keys["check"], None, raw=json.dumps({"prompt": text}).encode())
+    assert r.status_code in (200, 413, 422), (r.status_code, r.text[:300])
+    body = r.json()
+    assert body["action"] in ("allow", "review", "block") if r.status_code == 200 else body["error"]["code"]
+
+
+def test_hostile_text_over_http(api: str, keys: dict[str, str]) -> None:
+    for text in ("\ud800 bomb", "a\x00b", "\u202eb\u202cmob", "😀" * 3900, "z̷̢̛a̶l̵g̴o̸"):
+        r = post(api, keys["check"], None, raw=json.dumps({"prompt": text}).encode())
+        assert r.status_code == 200 and r.json()["action"] in ("allow", "review", "block"), (text[:9], r.text[:300])
 
 
 def test_ops_endpoints(api: str) -> None:

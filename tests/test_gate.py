@@ -41,7 +41,8 @@ def test_verdict_explains_itself(gate: PromptGate) -> None:
     assert cat.category == "illicit/weapons" and cat.action == "block"
     emb = next(m for m in cat.matches if m.kind == "signal" and m.id == "embedding")
     assert emb.score is not None and emb.score > 0.7 and "pipe bomb" in emb.detail
-    assert set(v.model_versions) == {"embedding", "profanity"}
+    assert set(v.model_versions) == {"embedding", "profanity", "text_model"}
+    assert v.model_versions["text_model"].startswith("text_model@")
     assert v.model_versions["embedding"].startswith("all-MiniLM-L6-v2@")
 
 
@@ -53,7 +54,8 @@ class Broken:
 
 
 def test_classifier_failure_never_allows(gate: PromptGate) -> None:
-    broken = PromptGate(gate.settings, gate.policies, gate.encoder, classifiers=(Broken(),))
+    others = tuple(c for c in gate.text_classifiers if c.name != "profanity")
+    broken = PromptGate(gate.settings, gate.policies, gate.encoder, classifiers=(Broken(), *others))
     v, _ = broken.check(PromptRequest(tenant="default", prompt="a cinematic shot of a cat surfing at sunset"))
     assert v.action == "review"
     assert v.errors == {"profanity": "RuntimeError: model crashed"}

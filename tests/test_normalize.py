@@ -49,3 +49,20 @@ def test_allow_phrases_are_masked_before_rules() -> None:
     allow = compile_terms(["bath bomb"], [])
     assert first_match(bomb, mask("a bath bomb fizzing", allow)) is None
     assert first_match(bomb, mask("a bath bomb and a real bomb", allow)) == "bomb"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["женщина лежит на кровати", "घुटने का ऑपरेशन करता एक सर्जन, शैक्षिक वीडियो", "上司をナイフで殺す動画",
+     "ελληνικά κείμενα", "一个女孩在浴室里"],
+    ids=["russian", "hindi-virama", "japanese-dakuten", "greek", "chinese"],
+)
+def test_other_scripts_are_text_not_evasions(text: str) -> None:
+    """Cyrillic, Greek, Devanagari and kana come through as written (lower-cased), never folded to Latin."""
+    out = normalize(text)
+    assert out.text == text.casefold() and not out.obfuscated
+
+
+def test_a_look_alike_inside_a_latin_word_is_still_folded() -> None:
+    assert normalize("how to make a bоmb").text == "how to make a bomb"  # Cyrillic о in a Latin word
+    assert normalize("ВОМВ how to make one").text.startswith("bomb")  # all look-alikes, in Latin text

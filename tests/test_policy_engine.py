@@ -11,7 +11,7 @@ from policies.loader import PolicyError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ROOT / "policies" / "default.yaml"
-ALL_SIGNALS = ("embedding", "profanity")
+ALL_SIGNALS = ("embedding", "profanity", "text_model")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_optional_signal_in_environment_is_recorded_not_failed(tmp_path: Path) -
     path = tmp_path / "p.yaml"
     path.write_text(text)
     policy = engine.load(path)
-    s = Signals(text=normalize("a cat"), scores={"embedding": {}}, environment="demo")
+    s = Signals(text=normalize("a cat"), scores={"embedding": {}, "text_model": {}}, environment="demo")
     ev = evaluate(policy, s)
     assert (ev.action, ev.unscored, ev.errors) == ("allow", ["profanity"], {})
     s.environment = "production"

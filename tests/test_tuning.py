@@ -8,6 +8,7 @@ import yaml
 
 from pipeline.owner.labelled import Labelled
 from pipeline.owner.tune import choose, curve, draw, overlay, study
+from pipeline.policy_source import PolicySource
 from pipeline.prompt.gate import PromptGate
 from policies import engine
 from policies.diff import diff_policies
@@ -44,7 +45,21 @@ def test_rows_flagged_anyway_count_at_every_threshold() -> None:
     assert choose(curve(SCORES, forced, LABELS), target_precision=0.9) is None  # the forced fp caps precision
 
 
+def without_text_model(gate: PromptGate, tmp_path: Path) -> PromptGate:
+    """The default policy less the learned text signal, which flags these rows by itself: here the
+    embedding alone must separate them, so its threshold is what tuning finds."""
+    policy = yaml.safe_load(DEFAULT.read_text())
+    del policy["signals"]["text_model"]
+    for cat in policy["categories"].values():
+        cat.get("thresholds", {}).pop("text_model", None)
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    s = gate.settings.model_copy(update={"policy_path": tmp_path / "policy.yaml", "tenant_policy_dir": tmp_path})
+    return PromptGate(s, PolicySource(s), gate.encoder, gate.cache,
+                      tuple(c for c in gate.text_classifiers if c.name != "text_model"))
+
+
 def test_study_overlay_and_plot(gate: PromptGate, tmp_path: Path) -> None:
+    gate = without_text_model(gate, tmp_path)
     rows = [Labelled(text=t, categories=c) for t, c in [
         ("a gunman opening fire in a shopping mall", ["violence"]),
         ("soldiers executing prisoners against a wall", ["violence"]),
@@ -60,8 +75,8 @@ def test_study_overlay_and_plot(gate: PromptGate, tmp_path: Path) -> None:
     data = overlay(gate.policies.for_tenant("default"), "acme", "violence", "embedding", st.level, chosen.threshold)
     path = tmp_path / "acme.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert lint(path, DEFAULT) == []
-    tuned = engine.load(DEFAULT, path).policy.categories["violence"].thresholds["embedding"]
+    assert lint(path, gate.settings.policy_path) == []
+    tuned = engine.load(gate.settings.policy_path, path).policy.categories["violence"].thresholds["embedding"]
     assert tuned.medium == pytest.approx(chosen.threshold, abs=1e-6) and tuned.medium <= chosen.threshold
     assert tuned.high is not None and tuned.high >= tuned.medium
     draw(st, chosen, tmp_path / "pr.png", tmp_path / "pr.html")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,21 @@ def test_health_worker_reads_the_heartbeat(settings: Settings, worker: subproces
     empty = subprocess.run(health, cwd=ROOT, env={**env, "GENGUARD_VAR_DIR": str(settings.var_dir / "none")},
                            capture_output=True, text=True)
     assert empty.returncode == 1 and "no worker heartbeat" in empty.stderr
+
+
+HOSTILE = ["\ud800 bomb", "a\x00b", "\u202eb\u202cmob mrof", "😀" * 4000, "z̷̢̛a̶l̵g̴o̸ b̶o̷m̸b̵", "bоmb аnd ракета 炸弹"]
+
+
+def test_hostile_text_on_the_stream_gets_a_verdict_never_a_dead_letter(settings: Settings,
+                                                                       worker: subprocess.Popen[bytes]) -> None:
+    """Lone surrogates (which pydantic's own JSON parser refuses), NUL, bidi overrides, 4,000 emoji,
+    zalgo marks and mixed scripts each come back as a verdict on genguard.verdicts."""
+    run = time.time_ns()
+    ids = [f"w-hostile-{run}-{i}" for i in range(len(HOSTILE))]
+    raws = [json.dumps({"request_id": rid, "tenant": "acme", "prompt": text}).encode()
+            for rid, text in zip(ids, HOSTILE, strict=True)]  # json.dumps escapes the surrogate as \ud800
+    got = asyncio.run(exchange(settings, raws, {Topics.VERDICTS: len(ids)}))
+    assert worker.poll() is None, "worker died"
+    verdicts = {v["request_id"]: v for v in got[Topics.VERDICTS] if v["request_id"] in ids}
+    assert set(verdicts) == set(ids), f"no verdict for {set(ids) - set(verdicts)}"
+    assert all(v["action"] in ("allow", "review", "block") for v in verdicts.values())

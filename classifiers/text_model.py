@@ -1,0 +1,71 @@
+"""The learned text classifier: one calibrated probability per policy category for a prompt or a
+transcript segment, in any language the training data covers.
+
+Features are hashed character n-grams (2-5, inside word boundaries) and word uni/bigrams of the
+normalised text, so no vocabulary or tokenizer is shipped and scripts without spaces (zh, ja, th)
+still give features. One logistic head per category, trained by ``genguard models train-text``
+with the loss masked where a source does not label a category; a Platt scaling per category,
+fitted on the dev split, turns its score into a probability. The artefact (a few MB of sparse
+float16 weights) lives in ``classifiers/data/text_model`` with its model card.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from classifiers.base import ModelMissingError
+from classifiers.normalize import normalize
+
+SHIPPED = Path(__file__).resolve().parent / "data" / "text_model"
+CHAR_FEATURES, WORD_FEATURES = 2**18, 2**16
+
+
+@lru_cache(maxsize=1)
+def vectorizers() -> tuple[object, object]:
+    """The two hashing vectorizers; training and serving must use exactly these."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    char = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=CHAR_FEATURES, alternate_sign=False,
+                             norm="l2", lowercase=False)
+    word = HashingVectorizer(analyzer="word", ngram_range=(1, 2), n_features=WORD_FEATURES, alternate_sign=False,
+                             norm="l2", lowercase=False, token_pattern=r"(?u)\b\w+\b")
+    return char, word
+
+
+def featurize(texts: Sequence[str], normalized: bool = False) -> sp.csr_matrix:
+    """Sparse features of ``texts`` (normalised here unless already normalised)."""
+    char, word = vectorizers()
+    docs = list(texts) if normalized else [normalize(t).text for t in texts]
+    return sp.hstack([char.transform(docs), word.transform(docs)], format="csr")  # type: ignore[attr-defined]
+
+
+class TextModel:
+    name = "text_model"
+
+    def __init__(self, model_dir: Path = SHIPPED) -> None:
+        meta_path, weights_path = model_dir / "meta.json", model_dir / "weights.npz"
+        if not (meta_path.exists() and weights_path.exists()):
+            raise ModelMissingError(f"no text model at {model_dir} (meta.json, weights.npz): "
+                                    "train one with `genguard models train-text`")
+        meta = json.loads(meta_path.read_text())
+        self.outputs: tuple[str, ...] = tuple(meta["categories"])
+        self.version = f"text_model@{meta['version']}"
+        w = np.load(weights_path)
+        self.weights = sp.csc_matrix((w["data"].astype(np.float32), w["indices"], w["indptr"]),
+                                     shape=(CHAR_FEATURES + WORD_FEATURES, len(self.outputs)))
+        self.bias = w["bias"].astype(np.float32)
+        self.platt_a, self.platt_b = w["platt_a"].astype(np.float32), w["platt_b"].astype(np.float32)
+
+    def logits(self, features: sp.csr_matrix) -> np.ndarray:
+        return (features @ self.weights).toarray() + self.bias
+
+    def score(self, batch: Sequence[str]) -> np.ndarray:
+        """Normalised texts -> (n, categories) calibrated probabilities."""
+        z = self.logits(featurize(batch, normalized=True))
+        return 1.0 / (1.0 + np.exp(-(self.platt_a * z + self.platt_b)))
