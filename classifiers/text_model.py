@@ -1,12 +1,14 @@
 """The learned text classifier: one calibrated probability per policy category for a prompt or a
 transcript segment, in any language the training data covers.
 
-Features are hashed character n-grams (2-5, inside word boundaries) and word uni/bigrams of the
-normalised text, so no vocabulary or tokenizer is shipped and scripts without spaces (zh, ja, th)
-still give features. One logistic head per category, trained by ``genguard models train-text``
-with the loss masked where a source does not label a category; a Platt scaling per category,
-fitted on the dev split, turns its score into a probability. The artefact (a few MB of sparse
-float16 weights) lives in ``classifiers/data/text_model`` with its model card.
+Two heads per category, chosen by measurement (see MODEL_CARD.md):
+- hashed character n-grams (2-5, inside word boundaries) and word uni/bigrams of the normalised
+  text, for every language: no vocabulary is shipped and scripts without spaces still give features;
+- for text the language ID calls English, a logistic head on the all-MiniLM-L6-v2 sentence
+  embedding the prompt gate computes anyway, stacked with the n-gram logit (the stacker is fitted
+  on dev), because MiniLM generalises to paraphrases the n-grams never saw.
+Trained by ``genguard models train-text`` with the loss masked where a source does not label a
+category; a Platt scaling (or the stacker) fitted on dev makes each score a probability.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def featurize(texts: Sequence[str], normalized: bool = False) -> sp.csr_matrix:
 
 class TextModel:
     name = "text_model"
+    context = ("embedding", "language")  # what the prompt gate hands ``score`` besides the texts
 
     def __init__(self, model_dir: Path = SHIPPED) -> None:
         meta_path, weights_path = model_dir / "meta.json", model_dir / "weights.npz"
@@ -61,11 +64,22 @@ class TextModel:
                                      shape=(CHAR_FEATURES + WORD_FEATURES, len(self.outputs)))
         self.bias = w["bias"].astype(np.float32)
         self.platt_a, self.platt_b = w["platt_a"].astype(np.float32), w["platt_b"].astype(np.float32)
+        self.emb_coef = w["emb_coef"].astype(np.float32) if "emb_coef" in w else None  # (384, categories)
+        self.emb_bias = w["emb_bias"].astype(np.float32) if "emb_bias" in w else None
+        self.stack = w["stack"].astype(np.float32) if "stack" in w else None  # (3, categories): ngram, emb, bias
 
     def logits(self, features: sp.csr_matrix) -> np.ndarray:
         return (features @ self.weights).toarray() + self.bias
 
-    def score(self, batch: Sequence[str]) -> np.ndarray:
-        """Normalised texts -> (n, categories) calibrated probabilities."""
+    def score(self, batch: Sequence[str], embedding: np.ndarray | None = None,
+              language: Sequence[str] | None = None) -> np.ndarray:
+        """Normalised texts -> (n, categories) calibrated probabilities. English rows with their MiniLM
+        ``embedding`` use the stacked heads; every other row the n-gram head alone."""
         z = self.logits(featurize(batch, normalized=True))
-        return 1.0 / (1.0 + np.exp(-(self.platt_a * z + self.platt_b)))
+        out = self.platt_a * z + self.platt_b
+        if embedding is not None and language is not None and self.stack is not None:
+            english = np.array([lang == "en" for lang in language])
+            if english.any():
+                ze = embedding[english] @ self.emb_coef + self.emb_bias
+                out[english] = self.stack[0] * z[english] + self.stack[1] * ze + self.stack[2]
+        return 1.0 / (1.0 + np.exp(-out))

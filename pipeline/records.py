@@ -106,6 +106,7 @@ class Verdict(Evaluation):
     latency_ms: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     shadow: Shadow | None = None
+    language: str | None = Field(None, description="the prompt's language (ISO 639-1), as detected")
 
 
 class Observation(BaseModel):
@@ -116,6 +117,7 @@ class Observation(BaseModel):
     scores: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     models: dict[str, str] = {}
+    language: str | None = Field(None, description="ISO 639-1, from genguard's language ID")
     _normalized: NormalizedText | None = PrivateAttr(None)  # kept by the process that observed it
 
 

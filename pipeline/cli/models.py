@@ -61,25 +61,40 @@ def models_export(clip_dir: Path | None, force: bool) -> None:
 @click.option("--epochs", default=6, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--limit", default=None, type=int, help="Read only the first N corpus rows per split (a tiny run).")
-def models_train_text(data: Path, t2v: bool, out: Path | None, epochs: int, seed: int, limit: int | None) -> None:
-    """Train the learned text classifier: one masked logistic head per category, seeded; prints dev figures."""
+@click.option("--write-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Write the dev thresholds into this policy's categories (e.g. policies/default.yaml).")
+def models_train_text(data: Path, t2v: bool, out: Path | None, epochs: int, seed: int, limit: int | None,
+                      write_policy: Path | None) -> None:
+    """Train the learned text classifier (n-gram heads, language ID, MiniLM heads for English), seeded;
+    prints progress per epoch and the dev figures."""
     from classifiers.text_model import SHIPPED
-    from pipeline.owner import train_text
+    from pipeline.owner.build_text_model import build
+    from pipeline.owner.train_text import TARGETS
 
-    click.echo(f"reading {data}" + (f" and {train_text.IN_DOMAIN}" if t2v else "") + " ...")
-    train_rows = train_text.read_split(data, "train", t2v, limit)
-    dev_rows = train_text.read_split(data, "dev", t2v, limit)
-    heads = train_text.train(train_rows, dev_rows, epochs, seed, click.echo)
-    card = {"seed": seed, "epochs": epochs, "train_rows": len(train_rows), "dev_rows": len(dev_rows),
-            "sources": sorted(set(train_rows.source)), "dev_ap": {h.category: h.dev_ap for h in heads}}
-    written = train_text.save(heads, out or SHIPPED, train_text.version_of(heads), card)
-    from classifiers.text_model import TextModel
-
-    probabilities = TextModel(written).score(dev_rows.texts)
-    thresholds = train_text.dev_thresholds(heads, dev_rows, probabilities)
-    train_text.save(heads, written, train_text.version_of(heads), {**card, "thresholds": thresholds})
-    train_text.reliability(heads, dev_rows, probabilities, written / "reliability.png")
-    click.echo(f"dev thresholds (precision >= {train_text.TARGETS}); for policies/default.yaml:")
-    for category, levels in thresholds.items():
+    s = settings()
+    written = out or SHIPPED
+    card = build(data, written, s.text_model, s.var_dir / "cache" / "text-model", t2v, epochs, seed, limit,
+                 click.echo)
+    click.echo(f"dev thresholds (precision >= {TARGETS}); for policies/default.yaml:")
+    for category, levels in card["thresholds"].items():
         click.echo(f"  {category:<20} text_model: {json.dumps(levels)}")
     click.echo(f"wrote {written} ({sum(f.stat().st_size for f in written.iterdir()) / 1e6:.1f} MB)")
+    if write_policy is not None:
+        from pipeline.owner.train_text import write_thresholds
+
+        n = write_thresholds(write_policy, card["thresholds"])
+        click.echo(f"thresholds written into {n} categories of {write_policy} (check: genguard policy lint)")
+
+
+@models.command("t2v-split")
+@click.argument("split", type=click.Choice(["train", "dev", "test"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def models_t2v_split(split: str, out: Path) -> None:
+    """Write one split of genguard's own text-to-video prompts as labelled JSONL (for `genguard policy test`)."""
+    from pipeline.owner.train_text import t2v_rows
+
+    rows = t2v_rows(split)
+    out.write_text("".join(json.dumps({"text": r["text"], "categories": r["categories"], "lang": r["lang"],
+                                       "source": r["source"], "domain": "t2v-prompt"}, ensure_ascii=False) + "\n"
+                           for r in rows), encoding="utf-8")
+    click.echo(f"wrote {len(rows)} {split} prompts to {out}")

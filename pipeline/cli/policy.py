@@ -13,6 +13,8 @@ from pipeline.cli.common import gates, settings
 
 if TYPE_CHECKING:
     from pipeline.owner.tune import Point
+    from pipeline.prompt.gate import PromptGate
+    from policies.engine import CompiledPolicy
 
 
 @click.group()
@@ -44,22 +46,49 @@ def lint(files: tuple[Path, ...], base: Path | None) -> None:
 @click.argument("labelled", type=click.Path(exists=True, path_type=Path))
 @click.option("--tenant", default="default", show_default=True)
 @click.option("--show-errors", is_flag=True, help="List every misclassified prompt.")
-def policy_test(labelled: Path, tenant: str, show_errors: bool) -> None:
-    """Per-category precision and recall of the policy on a labelled JSONL file."""
-    from pipeline.owner.labelled import judge_rows, read_labelled, report, score
+@click.option("--compare", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also judge every prompt under this policy, side by side (e.g. policies/baselines/...).")
+@click.option("--keywords", is_flag=True, help="Also the live policy's rules alone: a keyword-list baseline.")
+@click.option("--limit", default=None, type=int, help="Only the first N rows.")
+def policy_test(labelled: Path, tenant: str, show_errors: bool, compare: tuple[Path, ...], keywords: bool,
+                limit: int | None) -> None:
+    """Per-category precision and recall of the policy on labelled JSONL (the corpus's .jsonl.gz too: its
+    `labelled` masks apply); with --compare/--keywords, P/R/F1 side by side, per language, benign prompts stopped."""
+    from pipeline.owner.labelled import judge_rows, read_labelled, report, score_flags
 
-    rows = read_labelled(labelled)
+    rows = read_labelled(labelled)[:limit]
     gate, video = gates(any(r.media for r in rows))
-    with click.progressbar(rows, label=f"checking {len(rows)} examples", file=sys.stderr) as bar:
-        verdicts = judge_rows(gate, video, bar, tenant)
     compiled = gate.policies.for_tenant(tenant)
     cats = [c for c, spec in compiled.policy.categories.items() if spec.reportable]
     click.echo(f"policy {compiled.id}@{compiled.version} on {labelled} ({len(rows)} examples)")
-    click.echo(report(score(rows, verdicts, cats)))
+    if compare or keywords:
+        flags = _side_by_side(gate, rows, compiled, compare, keywords, cats)
+    else:
+        with click.progressbar(rows, label=f"checking {len(rows)} examples", file=sys.stderr) as bar:
+            flags = [v.flagged() for v in judge_rows(gate, video, bar, tenant)]
+    click.echo(report(score_flags(rows, flags, cats)))
     if show_errors:
-        for r, v in zip(rows, verdicts, strict=True):
-            if set(r.categories) != v.flagged():
-                click.echo(f"  want {sorted(r.categories)} got {sorted(v.flagged())}: {r.media or r.text}")
+        for r, f in zip(rows, flags, strict=True):
+            if set(r.categories) != f:
+                click.echo(f"  want {sorted(r.categories)} got {sorted(f)}: {r.media or r.text}")
+
+
+def _side_by_side(gate: PromptGate, rows: list, live: CompiledPolicy, compare: tuple[Path, ...], keywords: bool,
+                  cats: list[str]) -> list[set[str]]:
+    """Print the comparison table; return the live policy's flags."""
+    from pipeline.owner.labelled import judge_many
+    from pipeline.owner.text_eval import PROMPT_DOMAINS, Truth, figures, table
+    from policies import engine
+
+    policies = {f"live {live.version[:8]}": live, **{p.stem: engine.load_any(p, settings().policy_path)
+                                                     for p in compare}}
+    with click.progressbar(rows, label=f"observing {len(rows)} prompts", file=sys.stderr) as bar:
+        flags = judge_many(gate, bar, policies, live if keywords else None)
+    truth = Truth([set(r.categories) for r in rows], [set(r.labelled or cats) for r in rows], [r.lang for r in rows],
+                  [not r.categories and (r.domain in PROMPT_DOMAINS or r.source == "genguard-t2v") for r in rows])
+    langs = sorted({r.lang for r in rows}, key=lambda lang: (lang != "en", lang))
+    click.echo(table({name: figures(truth, f, cats) for name, f in flags.items()}, cats, langs))
+    return flags[next(iter(policies))]
 
 
 @policy.command()

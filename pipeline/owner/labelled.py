@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from classifiers.normalize import normalize
+from pipeline.owner.train_text import CATEGORIES
 from pipeline.prompt.gate import PromptGate
 from pipeline.prompt.stage import decide
 from pipeline.records import PromptRequest
 from pipeline.video.gate import VideoGate
-from policies.engine import Evaluation
+from policies import engine
+from policies.engine import CompiledPolicy, Evaluation, Signals
 
 
 class Labelled(BaseModel):
-    """A labelled example: a prompt (``text``), or a video (``media``, with its prompt in ``text``)."""
+    """A labelled example: a prompt (``text``), or a video (``media``, with its prompt in ``text``).
+    ``labelled`` (the corpus's mask) lists the categories the row's source decides; None: all."""
 
     text: str = ""
     media: str | None = None
     categories: list[str] = []
+    labelled: list[str] | None = None
+    lang: str = "en"
+    source: str = ""
+    domain: str = ""
     note: str = ""
 
 
@@ -51,8 +60,10 @@ class Score(Counts):
 
 
 def read_labelled(path: Path) -> list[Labelled]:
+    """JSONL, or the corpus's gzipped JSONL; a bad line is an error naming file and line."""
+    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text("utf-8")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -77,14 +88,27 @@ def judge_rows(gate: PromptGate, video: VideoGate | None, rows: Iterable[Labelle
 
 def score(rows: Iterable[Labelled], verdicts: Iterable[Evaluation], categories: Iterable[str]) -> list[Score]:
     """Per category, plus ``any`` (was harmful content flagged at all)."""
-    pairs = [(set(r.categories), v.flagged()) for r, v in zip(rows, verdicts, strict=True)]
+    rows, verdicts = list(rows), list(verdicts)
+    return score_flags(rows, [v.flagged() for v in verdicts], categories)
+
+
+def score_flags(rows: Sequence[Labelled], flags: Sequence[set[str]], categories: Iterable[str]) -> list[Score]:
+    """Per category over the rows that label it, plus ``any`` over rows that label everything or are
+    positive somewhere (a hate-only source's negative says nothing about the other categories)."""
     out = []
     for cat in [*categories, "any"]:
-        def has(s: set[str], c: str = cat) -> bool:
-            return bool(s) if c == "any" else c in s
-        tp = sum(has(truth) and has(pred) for truth, pred in pairs)
-        fp = sum(not has(truth) and has(pred) for truth, pred in pairs)
-        fn = sum(has(truth) and not has(pred) for truth, pred in pairs)
+        tp = fp = fn = 0
+        for r, pred in zip(rows, flags, strict=True):
+            truth = set(r.categories)
+            if cat == "any":
+                if r.labelled is not None and not truth and len(r.labelled) < len(CATEGORIES):
+                    continue
+                t, p = bool(truth), bool(pred)
+            elif r.labelled is not None and cat not in r.labelled:
+                continue
+            else:
+                t, p = cat in truth, cat in pred
+            tp, fp, fn = tp + (t and p), fp + (p and not t), fn + (t and not p)
         out.append(Score(tp=tp, fp=fp, fn=fn, category=cat))
     return out
 
@@ -95,3 +119,24 @@ def report(scores: list[Score]) -> str:
         lines.append(f"{s.category:<22} {s.tp + s.fn:>7} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
                      f"{s.precision:>9.3f} {s.recall:>7.3f}")
     return "\n".join(lines)
+
+
+def judge_many(gate: PromptGate, rows: Iterable[Labelled], policies: dict[str, CompiledPolicy],
+               keywords: CompiledPolicy | None = None) -> dict[str, list[set[str]]]:
+    """Flagged categories per row under each policy: every prompt observed once, judged by each; with
+    ``keywords``, also that policy's rules alone (no model signal) as a keyword baseline."""
+    out: dict[str, list[set[str]]] = {name: [] for name in policies}
+    if keywords is not None:
+        out["keywords only"] = []
+    text_signals = [n for n, s in (keywords.policy.signals.items() if keywords else ()) if s.modality == "text"]
+    for row in rows:
+        if row.media is not None:
+            raise ValueError(f"{row.media}: comparing policies covers labelled prompts only")
+        request = PromptRequest(tenant="default", prompt=row.text or " ", actor="policy-test")
+        obs = gate.observe(request.prompt)
+        for name, policy in policies.items():
+            out[name].append(gate.judge(request, obs, policy).flagged())
+        if keywords is not None:
+            bare = Signals(text=normalize(request.prompt), scores={n: {} for n in text_signals})
+            out["keywords only"].append(engine.evaluate(keywords, bare).flagged())
+    return out

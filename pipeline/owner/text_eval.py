@@ -12,6 +12,8 @@ import numpy as np
 from pipeline.owner.labelled import Counts
 from pipeline.owner.train_text import Rows
 
+PROMPT_DOMAINS = ("t2v-prompt", "t2i-prompt")  # the corpus's benign generation prompts
+
 
 def threshold_for(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 5) -> float | None:
     """The lowest score threshold whose precision on (y, p) is at least the target: the most recall at
@@ -37,24 +39,39 @@ def counts(truth: np.ndarray, pred: np.ndarray) -> Counts:
     return Counts(tp=int((truth & pred).sum()), fp=int((~truth & pred).sum()), fn=int((truth & ~pred).sum()))
 
 
-def figures(rows: Rows, flagged: Sequence[set[str]], categories: Sequence[str], t2v_sources: set[str]) -> Figures:
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """What the labels say, row by row: categories, the categories each row's source decides, the
+    language, and whether it is a benign generation prompt (t2v/t2i)."""
+
+    categories: list[set[str]]
+    labelled: list[set[str]]
+    lang: list[str]
+    benign_prompt: list[bool]
+
+    @classmethod
+    def of_rows(cls, rows: Rows, prompt_sources: set[str]) -> Truth:
+        return cls(rows.y, rows.labelled, rows.lang, [not y and s in prompt_sources
+                                                      for y, s in zip(rows.y, rows.source, strict=True)])
+
+
+def figures(truth: Truth, flagged: Sequence[set[str]], categories: Sequence[str]) -> Figures:
     """``flagged``: the categories a scorer (or a whole policy) flags on each row."""
     per_category = {}
     for c in categories:
-        mask, y = rows.target(c)
+        mask = np.array([c in lab for lab in truth.labelled])
+        y = np.array([c in cats for cats in truth.categories])
         pred = np.array([c in f for f in flagged])
-        per_category[c] = counts(y[mask].astype(bool), pred[mask])
-    full = np.array([len(lab) == len(categories) for lab in rows.labelled])  # rows that label everything
-    truth_any = np.array([bool(y) for y in rows.y])
+        per_category[c] = counts(y[mask], pred[mask])
+    truth_any = np.array([bool(y) for y in truth.categories])
+    decided = np.array([len(lab) >= len(categories) for lab in truth.labelled]) | truth_any
     pred_any = np.array([bool(f) for f in flagged])
-    any_flagged = counts(truth_any[full | truth_any], pred_any[full | truth_any])
-    langs = np.array(rows.lang)
-    per_language = {lang: counts(truth_any[(full | truth_any) & (langs == lang)],
-                                 pred_any[(full | truth_any) & (langs == lang)]) for lang in sorted(set(rows.lang))}
-    benign_t2v = [i for i, (s, y) in enumerate(zip(rows.source, rows.y, strict=True))
-                  if not y and (s in t2v_sources)]
-    return Figures(per_category, any_flagged, per_language,
-                   (sum(pred_any[i] for i in benign_t2v), len(benign_t2v)))
+    langs = np.array(truth.lang)
+    per_language = {lang: counts(truth_any[decided & (langs == lang)], pred_any[decided & (langs == lang)])
+                    for lang in sorted(set(truth.lang))}
+    benign = np.array(truth.benign_prompt)
+    return Figures(per_category, counts(truth_any[decided], pred_any[decided]), per_language,
+                   (int(pred_any[benign].sum()), int(benign.sum())))
 
 
 def table(columns: dict[str, Figures], categories: Sequence[str], langs: Sequence[str] | None = None) -> str:

@@ -184,6 +184,7 @@ def train(train_rows: Rows, dev_rows: Rows, epochs: int, seed: int, say: Callabl
 
 
 TARGETS = {"medium": 0.90, "high": 0.97}  # dev precision each severity's threshold must reach
+MIN_POSITIVES = {"medium": 5, "high": 25}  # dev positives below which a level is not chosen (too noisy)
 
 
 def dev_thresholds(heads: list[Head], dev: Rows, probabilities: np.ndarray) -> dict[str, dict[str, float]]:
@@ -195,12 +196,32 @@ def dev_thresholds(heads: list[Head], dev: Rows, probabilities: np.ndarray) -> d
     for i, h in enumerate(heads):
         mask, y = dev.target(h.category)
         levels = {lvl: t for lvl, target in TARGETS.items()
-                  if (t := threshold_for(y[mask], probabilities[mask, i], target)) is not None}
+                  if (t := threshold_for(y[mask], probabilities[mask, i], target, MIN_POSITIVES[lvl])) is not None}
         if "medium" in levels and "high" in levels and levels["high"] < levels["medium"]:
             levels["high"] = levels["medium"]
         if levels:
             out[h.category] = {k: round(min(v, 0.999), 3) for k, v in levels.items()}
     return out
+
+
+def write_thresholds(policy: Path, thresholds: dict[str, dict[str, float]]) -> int:
+    """Put ``text_model`` thresholds into each category of a policy YAML in place (comments and layout
+    kept; a category without one loses any it had). Returns how many categories got one."""
+    import re
+
+    lines = [ln for ln in policy.read_text().splitlines(keepends=True) if not ln.startswith("      text_model: {")]
+    out, category, written = [], None, 0
+    for line in lines:
+        if m := re.match(r"^  ([a-z/-]+):\s*$", line):
+            category = m.group(1)
+        out.append(line)
+        if re.match(r"^    thresholds:\s*$", line) and category in thresholds:
+            body = ", ".join(f"{k}: {v:.3f}" for k, v in thresholds[category].items())
+            out.append(f"      text_model: {{{body}}}  # genguard models train-text: dev precision >= "
+                       f"{' / '.join(f'{TARGETS[k]:.2f}' for k in thresholds[category])}\n")
+            written += 1
+    policy.write_text("".join(out))
+    return written
 
 
 def reliability(heads: list[Head], dev: Rows, probabilities: np.ndarray, out: Path, bins: int = 10) -> Path:
@@ -239,8 +260,9 @@ def version_of(heads: list[Head]) -> str:
     return digest.hexdigest()[:12]
 
 
-def save(heads: list[Head], out: Path, version: str, card: dict) -> Path:
-    """Sparse float16 weights (|w| < 1e-4 dropped), biases, Platt terms and meta.json."""
+def save(heads: list[Head], out: Path, version: str, card: dict, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Sparse float16 n-gram weights (|w| < 1e-4 dropped), biases, Platt terms, ``extra`` arrays (the
+    MiniLM heads and stacker) and meta.json."""
     out.mkdir(parents=True, exist_ok=True)
     coef = np.stack([h.coef for h in heads], axis=1)
     coef[np.abs(coef) < 1e-4] = 0.0
@@ -248,7 +270,7 @@ def save(heads: list[Head], out: Path, version: str, card: dict) -> Path:
     np.savez_compressed(out / "weights.npz", data=m.data.astype(np.float16), indices=m.indices, indptr=m.indptr,
                         bias=np.array([h.bias for h in heads], np.float32),
                         platt_a=np.array([h.platt[0] for h in heads], np.float32),
-                        platt_b=np.array([h.platt[1] for h in heads], np.float32))
+                        platt_b=np.array([h.platt[1] for h in heads], np.float32), **(extra or {}))
     (out / "meta.json").write_text(json.dumps({"version": version, "categories": [h.category for h in heads],
                                                **card}, indent=2) + "\n")
     return out

@@ -17,9 +17,11 @@ import time
 import numpy as np
 
 from classifiers import registry
-from classifiers.base import Classifier, VectorCache
+from classifiers.base import Classifier, ModelMissingError, VectorCache
+from classifiers.language import LanguageId
 from classifiers.normalize import NormalizedText, normalize
 from classifiers.text_embedding import ExemplarClassifier, TextEncoder
+from classifiers.text_model import SHIPPED
 from pipeline.policy_source import PolicySource
 from pipeline.records import Observation, PromptRequest, Shadow, Verdict
 from pipeline.settings import Settings
@@ -48,8 +50,9 @@ def decode_vector(s: str) -> np.ndarray:
 class PromptGate:
     def __init__(self, settings: Settings, policies: PolicySource, encoder: TextEncoder | None,
                  cache: VectorCache | None = None, classifiers: tuple[Classifier, ...] = (),
-                 load_errors: dict[str, str] | None = None) -> None:
+                 load_errors: dict[str, str] | None = None, language: LanguageId | None = None) -> None:
         self.settings, self.policies, self.encoder, self.cache = settings, policies, encoder, cache
+        self.language = language
         self.text_classifiers = classifiers
         self.load_errors = load_errors or {}
         self._exemplars: dict[str, ExemplarClassifier] = {}
@@ -61,8 +64,13 @@ class PromptGate:
         raises ModelMissingError naming its path; a missing registered model fails its signal closed."""
         errors: dict[str, str] = {}
         models = tuple(registry.load("text", errors)) if classifiers else ()
+        try:
+            language = LanguageId(SHIPPED)
+        except ModelMissingError as e:  # the verdict then names no language, and nothing else changes
+            log.warning("language ID unavailable: %s", e)
+            language = None
         return cls(settings, policies or PolicySource(settings), TextEncoder(settings.text_model), cache, models,
-                   errors)
+                   errors, language)
 
     @property
     def base(self) -> CompiledPolicy:
@@ -89,23 +97,35 @@ class PromptGate:
         norm = normalize(text)
         obs = Observation(text=text, errors=dict(self.load_errors))
         obs._normalized = norm  # judged in this process: no second normalisation
-        if self.encoder is None:
-            obs.errors["embedding"] = "text embedding model not loaded"
-        else:
-            try:
-                obs.embedding = encode_vector(self.encoder.embed([norm.text])[0])
-                obs.models["embedding"] = self.encoder.version
-            except Exception as e:  # fail closed: recorded, the policy decides review/block
-                log.exception("text embedding failed")
-                obs.errors["embedding"] = f"{type(e).__name__}: {e}"
+        vector = self._embed(norm.text, obs)
+        if self.language is not None:
+            obs.language = self.language.detect([norm.text])[0][0]
+        context = {"embedding": None if vector is None else vector[None, :],
+                   "language": None if obs.language is None else [obs.language]}
         for clf in self.text_classifiers:
             try:
-                obs.scores[clf.name] = dict(zip(clf.outputs, map(float, clf.score([norm.text])[0]), strict=True))
+                wanted = {k: context[k] for k in getattr(clf, "context", ())}  # what a model declares it uses
+                obs.scores[clf.name] = dict(zip(clf.outputs, map(float, clf.score([norm.text], **wanted)[0]),
+                                                strict=True))
                 obs.models[clf.name] = clf.version
             except Exception as e:
                 log.exception("%s classifier failed", clf.name)
                 obs.errors[clf.name] = f"{type(e).__name__}: {e}"
         return obs
+
+    def _embed(self, text: str, obs: Observation) -> np.ndarray | None:
+        if self.encoder is None:
+            obs.errors["embedding"] = "text embedding model not loaded"
+            return None
+        try:
+            vector = self.encoder.embed([text])[0]
+        except Exception as e:  # fail closed: recorded, the policy decides review/block
+            log.exception("text embedding failed")
+            obs.errors["embedding"] = f"{type(e).__name__}: {e}"
+            return None
+        obs.embedding = encode_vector(vector)
+        obs.models["embedding"] = self.encoder.version
+        return vector
 
     def signals_for(self, obs: Observation, policy: CompiledPolicy) -> Signals:
         """What ``policy`` needs from an observation: its exemplar similarities from the stored embedding."""
@@ -124,7 +144,7 @@ class PromptGate:
     def judge(self, request: PromptRequest, obs: Observation, policy: CompiledPolicy) -> Verdict:
         evaluation = engine.evaluate(policy, self.signals_for(obs, policy))
         return Verdict(**evaluation.model_dump(), request_id=request.request_id, tenant=request.tenant,
-                       model_versions=obs.models)
+                       model_versions=obs.models, language=obs.language)
 
     def check(self, request: PromptRequest) -> tuple[Verdict, Observation]:
         started = time.perf_counter()
