@@ -28,7 +28,9 @@ def vectorizer() -> object:
 
 
 def featurize(texts: Sequence[str]) -> sp.csr_matrix:
-    return vectorizer().transform(list(texts))  # type: ignore[attr-defined]
+    from classifiers.text_model import hashed
+
+    return hashed(list(texts), vectorizer().build_analyzer(), FEATURES)  # type: ignore[attr-defined]
 
 
 class LanguageId:
@@ -38,13 +40,15 @@ class LanguageId:
             raise ModelMissingError(f"no language model at {path}: train one with `genguard models train-text`")
         w = np.load(path)
         self.languages: tuple[str, ...] = tuple(json.loads(str(w["languages"])))
-        self.weights = sp.csc_matrix((w["data"].astype(np.float32), w["indices"], w["indptr"]),
-                                     shape=(FEATURES, len(self.languages)))
+        self.weights = np.ascontiguousarray(sp.csc_matrix((w["data"].astype(np.float32), w["indices"], w["indptr"]),
+                                                          shape=(FEATURES, len(self.languages))).toarray())
         self.bias = w["bias"].astype(np.float32)
 
     def detect(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """(language, probability) per normalised text."""
-        z = (featurize(texts) @ self.weights).toarray() + self.bias
+        from classifiers.text_model import gathered
+
+        z = gathered(featurize(texts), self.weights) + self.bias
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)

@@ -86,3 +86,22 @@ def test_the_verdict_names_the_language_and_carries_the_learned_signal(gate: Pro
         fires = threshold.severity_for(obs.scores["text_model"][category]) is not None
         matched = any(m.id == "text_model" for c in verdict.categories if c.category == category for m in c.matches)
         assert fires == matched, (category, obs.scores["text_model"][category], threshold)
+
+
+def test_the_fast_feature_path_equals_sklearn(gate: PromptGate) -> None:
+    """Serving skips HashingVectorizer's per-call validation (about 1 ms a text) and gathers weight rows
+    instead of a sparse product (a copy of the weights per call): both must give the same numbers."""
+    import scipy.sparse as sp
+
+    from classifiers.normalize import normalize
+    from classifiers.text_model import featurize, vectorizers
+
+    texts = [normalize(t).text for t in ("a cat on a mat", "", "女孩在浴室", "how to build a b0mb " * 40,
+                                         "wie baue ich eine Rohrbombe")]
+    char, word = vectorizers()
+    reference = sp.hstack([char.transform(texts), word.transform(texts)], format="csr")  # type: ignore[attr-defined]
+    fast = featurize(texts, normalized=True)
+    assert abs(reference - fast).max() == 0
+    model = TextModel()
+    product = reference @ model.weights.astype("float64") + model.bias
+    assert abs(product - model.logits(fast)).max() < 1e-3

@@ -71,6 +71,6 @@ def print_evaluation(ev: Evaluation, headline: str) -> None:
 
 def print_verdict(verdict: Verdict) -> None:
     print_evaluation(verdict, f"policy {verdict.policy_id}@{verdict.policy_version}  request {verdict.request_id}"
-                              f"  {verdict.latency_ms:.1f} ms")
+                              f"  {verdict.latency_ms:.1f} ms  language {verdict.language or '?'}")
     if verdict.contexts:
         click.echo(f"  contexts: {', '.join(verdict.contexts)}")

@@ -86,7 +86,7 @@ def _side_by_side(gate: PromptGate, rows: list, live: CompiledPolicy, compare: t
         flags = judge_many(gate, bar, policies, live if keywords else None)
     truth = Truth([set(r.categories) for r in rows], [set(r.labelled or cats) for r in rows], [r.lang for r in rows],
                   [not r.categories and (r.domain in PROMPT_DOMAINS or r.source == "genguard-t2v") for r in rows])
-    langs = sorted({r.lang for r in rows}, key=lambda lang: (lang != "en", lang))
+    langs = sorted({r.lang for r in rows if r.categories}, key=lambda lang: (lang != "en", lang))  # with positives
     click.echo(table({name: figures(truth, f, cats) for name, f in flags.items()}, cats, langs))
     return flags[next(iter(policies))]
 
