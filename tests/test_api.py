@@ -193,6 +193,10 @@ def test_overload_is_shed_with_503_but_probes_are_not(settings: Settings, gate: 
 
         slow = threading.Thread(target=upload)
         slow.start()
+        # Let the upload take the slot before polling: a poll that holds the slot when the upload's headers
+        # arrive gets the *upload* shed, and its client, still blocked sending the body, never reads the 503
+        # (the flake seen in full runs; the upload reaches the server within milliseconds).
+        time.sleep(1.0)
         try:
             deadline = time.monotonic() + 30
             while (r := httpx.get(f"{url}/v1/jobs/none", headers=auth, timeout=30)).status_code != 503:
