@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr, field_validator
 
 from classifiers.normalize import NormalizedText
@@ -62,6 +64,15 @@ class Job(BaseModel):
     review: dict[str, str] | None = None
     released_uri: str | None = None
     watermark: str | None = None  # the invisible payload, hex
+
+
+def encode_vector(v: np.ndarray) -> str:
+    """An embedding on the wire and in the signal store: base64 of float16."""
+    return base64.b64encode(v.astype(np.float16).tobytes()).decode()
+
+
+def decode_vector(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float16).astype(np.float32)
 
 
 def new_id(prefix: str) -> str:

@@ -59,6 +59,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("release", Topics.ALLOWED, "pipeline.release.stage:release"),
     Stage("audit", Topics.AUDIT, ""),
 )}
+VIDEO_MODELS = frozenset({"frames", "speech", "judge"})  # the model groups the video gate loads
 JOB_STAGES = ("media", "frames", "audio", "decide", "release")  # the stages a video job passes
 DEFAULT_STAGES = tuple(n for n in STAGES if n != "audit")  # the audit writer runs alone unless asked for
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from pydantic import ValidationError
@@ -28,15 +28,17 @@ from pipeline import stages as table
 from pipeline.audit import writer as audit_writer
 from pipeline.metrics import DEAD_LETTERS
 from pipeline.policy_source import PolicySource
-from pipeline.prompt.gate import PromptGate
 from pipeline.records import DeadLetter, Topics
 from pipeline.settings import Settings
-from pipeline.stages import JOB_STAGES, STAGES, Stage, StageContext
+from pipeline.stages import JOB_STAGES, STAGES, VIDEO_MODELS, Stage, StageContext
 from pipeline.store.media import LocalMediaStore
 from pipeline.store.signals import LocalSignalStore
 from pipeline.store.state import JobLedger, RedisVectorCache, State
-from pipeline.video.gate import PARTS, VideoGate
 from pipeline.video.stages import reconcile
+
+if TYPE_CHECKING:
+    from pipeline.prompt.gate import PromptGate
+    from pipeline.video.gate import VideoGate
 
 log = logging.getLogger("genguard.worker")
 
@@ -54,17 +56,22 @@ def heartbeat_path(settings: Settings, group: str) -> Path:
 
 def load_models(settings: Settings, chosen: Iterable[str], policies: PolicySource,
                 prompts: PromptGate | None = None) -> tuple[PromptGate | None, VideoGate | None]:
-    """The text and video models the chosen stages use, and nothing else (``prompts``: already loaded)."""
+    """The text and video models the chosen stages use, and nothing else (``prompts``: already loaded).
+    The gates are imported here, so a role without models imports no model code either."""
     needs = table.models_for(chosen)
     cache = RedisVectorCache(settings)
     if "text" in needs:
+        from pipeline.prompt.gate import PromptGate
+
         prompts = prompts or PromptGate.from_settings(settings, cache, policies)
         prompts.warm()
     else:
         prompts = None
-    parts = needs & PARTS
-    video = VideoGate.from_settings(settings, prompts, cache, parts, policies) if parts else None
-    return prompts, video
+    if not needs & VIDEO_MODELS:
+        return prompts, None
+    from pipeline.video.gate import VideoGate
+
+    return prompts, VideoGate.from_settings(settings, prompts, cache, needs & VIDEO_MODELS, policies)
 
 
 def _app(settings: Settings, group: str) -> faust.App:

@@ -10,7 +10,6 @@ as failed and the policy's fail-closed rule decides (review or block), never all
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 
@@ -23,7 +22,7 @@ from classifiers.normalize import NormalizedText, normalize
 from classifiers.text_embedding import ExemplarClassifier, TextEncoder
 from classifiers.text_model import SHIPPED
 from pipeline.policy_source import PolicySource
-from pipeline.records import Observation, PromptRequest, Shadow, Verdict
+from pipeline.records import Observation, PromptRequest, Shadow, Verdict, decode_vector, encode_vector
 from pipeline.settings import Settings
 from policies import engine
 from policies.engine import CompiledPolicy, Signals
@@ -38,13 +37,6 @@ class InputError(ValueError):
         self.code = code
         super().__init__(message)
 
-
-def encode_vector(v: np.ndarray) -> str:
-    return base64.b64encode(v.astype(np.float16).tobytes()).decode()
-
-
-def decode_vector(s: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), dtype=np.float16).astype(np.float32)
 
 
 class PromptGate:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,16 +24,19 @@ from classifiers.clip import ClipModel, ClipZeroShot
 from classifiers.pdq import HashIndex, pdq
 from pipeline.media import Frame, Media, decode, limits_of
 from pipeline.policy_source import PolicySource
-from pipeline.prompt.gate import PromptGate, decode_vector, encode_vector
-from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation
+from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation, decode_vector, encode_vector
 from pipeline.settings import Settings
+from pipeline.stages import VIDEO_MODELS
 from policies import engine
 from policies.engine import CompiledPolicy, Match, Signals
 from policies.temporal import aggregate
 
+if TYPE_CHECKING:
+    from pipeline.prompt.gate import PromptGate
+
 log = logging.getLogger("genguard.video")
 T = TypeVar("T")
-PARTS = frozenset({"frames", "speech", "judge"})  # what a role can load: see pipeline/stages.py
+PARTS = VIDEO_MODELS  # what a role can load: see pipeline/stages.py
 JUDGE_SIDE = ("clip", "hash")  # models the decision itself needs (CLIP's text tower, the hash index)
 
 
