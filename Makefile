@@ -28,6 +28,7 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/release.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/roles.py
+	$(BIN)/python bench/text_encoders.py
 
 lint: install
 	$(BIN)/ruff check .
