@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,7 +27,6 @@ import scipy.sparse as sp
 from classifiers.normalize import normalize
 from classifiers.text_model import featurize
 
-log = logging.getLogger("genguard.train")
 IN_DOMAIN = Path(__file__).resolve().parents[2] / "classifiers" / "data" / "t2v"
 STYLE = ("make a video of {}", "{}, cinematic, 4k, realistic", "video: {}")  # training-only variants
 CATEGORIES = ("sexual", "sexual/minors", "violence", "violence/graphic", "self-harm", "hate", "harassment",
