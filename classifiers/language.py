@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from classifiers.base import ModelMissingError
+from classifiers.text_model import gathered, hashed, pack, unpack
 
 FEATURES = 2**16
 FILE = "language.npz"
@@ -21,16 +22,20 @@ FILE = "language.npz"
 
 @lru_cache(maxsize=1)
 def vectorizer() -> object:
+    """The vectorizer ``featurize`` reproduces (its analyzer is built once: this runs per prompt)."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     return HashingVectorizer(analyzer="char_wb", ngram_range=(1, 3), n_features=FEATURES, alternate_sign=False,
                              norm="l2", lowercase=False)
 
 
-def featurize(texts: Sequence[str]) -> sp.csr_matrix:
-    from classifiers.text_model import hashed
+@lru_cache(maxsize=1)
+def _analyzer() -> object:
+    return vectorizer().build_analyzer()  # type: ignore[attr-defined]
 
-    return hashed(list(texts), vectorizer().build_analyzer(), FEATURES)  # type: ignore[attr-defined]
+
+def featurize(texts: Sequence[str]) -> sp.csr_matrix:
+    return hashed(list(texts), _analyzer(), FEATURES)
 
 
 class LanguageId:
@@ -40,14 +45,11 @@ class LanguageId:
             raise ModelMissingError(f"no language model at {path}: train one with `genguard models train-text`")
         w = np.load(path)
         self.languages: tuple[str, ...] = tuple(json.loads(str(w["languages"])))
-        self.weights = np.ascontiguousarray(sp.csc_matrix((w["data"].astype(np.float32), w["indices"], w["indptr"]),
-                                                          shape=(FEATURES, len(self.languages))).toarray())
+        self.weights = unpack(w, (FEATURES, len(self.languages)))
         self.bias = w["bias"].astype(np.float32)
 
     def detect(self, texts: Sequence[str]) -> list[tuple[str, float]]:
         """(language, probability) per normalised text."""
-        from classifiers.text_model import gathered
-
         z = gathered(featurize(texts), self.weights) + self.bias
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -64,11 +66,8 @@ def train(texts: Sequence[str], langs: Sequence[str], seed: int, epochs: int = 3
     x, y = featurize(texts), np.array([classes.index(lang) for lang in langs])
     clf = SGDClassifier(loss="log_loss", alpha=1e-6, random_state=seed, max_iter=epochs, tol=None)
     clf.fit(x, y)
-    coef = clf.coef_.T.astype(np.float32)
-    coef[np.abs(coef) < 1e-3] = 0.0
-    m = sp.csc_matrix(coef)
-    return {"data": m.data.astype(np.float16), "indices": m.indices, "indptr": m.indptr,
-            "bias": clf.intercept_.astype(np.float32), "languages": np.array(json.dumps(classes))}
+    return {**pack(clf.coef_.T, drop=1e-3), "bias": clf.intercept_.astype(np.float32),
+            "languages": np.array(json.dumps(classes))}
 
 
 def save(arrays: dict[str, np.ndarray], model_dir: Path) -> Path:

@@ -91,12 +91,12 @@ def _rejoin(match: re.Match[str]) -> str:
 
 def normalize(text: str) -> NormalizedText:
     nfkc = unicodedata.normalize("NFKC", text)
-    folded = nfkc.translate(INVISIBLE).casefold().translate(LATIN_FOLDS)
+    visible = nfkc.translate(INVISIBLE)
+    folded = visible.casefold().translate(LATIN_FOLDS)
     mapped = _fold_confusables(folded)
     stripped = _strip_latin_accents(mapped)
     rejoined = _SPACED.sub(_rejoin, stripped)
     unleeted = _TOKEN.sub(_unleet, rejoined)
     out = re.sub(r"\s+", " ", unleeted).strip()
-    hidden = nfkc.translate(INVISIBLE) != nfkc
-    obfuscated = hidden or mapped != folded or rejoined != stripped or unleeted != rejoined
+    obfuscated = visible != nfkc or mapped != folded or rejoined != stripped or unleeted != rejoined
     return NormalizedText(original=text, text=out, obfuscated=obfuscated)

@@ -14,7 +14,7 @@ category; a Platt scaling (or the stacker) fitted on dev makes each score a prob
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,6 +69,18 @@ def featurize(texts: Sequence[str], normalized: bool = False) -> sp.csr_matrix:
     return (a + b).tocsr()
 
 
+def pack(coef: np.ndarray, drop: float) -> dict[str, np.ndarray]:
+    """Dense (features, outputs) weights as sparse float16 arrays for ``np.savez``; |w| < ``drop`` go."""
+    m = sp.csc_matrix(np.where(np.abs(coef) < drop, 0.0, coef).astype(np.float32))
+    return {"data": m.data.astype(np.float16), "indices": m.indices, "indptr": m.indptr}
+
+
+def unpack(arrays: Mapping[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """What ``pack`` wrote, dense and C-ordered (scoring gathers rows of it)."""
+    m = sp.csc_matrix((arrays["data"].astype(np.float32), arrays["indices"], arrays["indptr"]), shape=shape)
+    return np.ascontiguousarray(m.toarray())
+
+
 def gathered(features: sp.csr_matrix, weights: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """``features @ weights`` for a sparse ``features`` and a dense C-ordered ``weights``."""
     out = np.zeros((features.shape[0], weights.shape[1]), np.float32)
@@ -97,10 +109,7 @@ class TextModel:
         self.outputs: tuple[str, ...] = tuple(meta["categories"])
         self.version = f"text_model@{meta['version']}"
         w = np.load(weights_path)
-        # dense and C-ordered in memory (14 MB): ``logits`` gathers the rows a text's features name
-        self.weights = np.ascontiguousarray(sp.csc_matrix(
-            (w["data"].astype(np.float32), w["indices"], w["indptr"]),
-            shape=(CHAR_FEATURES + WORD_FEATURES, len(self.outputs))).toarray())
+        self.weights = unpack(w, (CHAR_FEATURES + WORD_FEATURES, len(self.outputs)))  # dense in memory: 14 MB
         self.bias = w["bias"].astype(np.float32)
         self.platt_a, self.platt_b = w["platt_a"].astype(np.float32), w["platt_b"].astype(np.float32)
         self.emb_coef = w["emb_coef"].astype(np.float32) if "emb_coef" in w else None  # (384, categories)

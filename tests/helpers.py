@@ -23,6 +23,12 @@ from pipeline.settings import Settings
 from pipeline.store.state import State
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every Unicode general category, surrogates (Cs) included: hypothesis leaves Cs out unless asked.
+EVERY_CATEGORY = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
+                  "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn")
+# Text that has broken text pipelines: a lone surrogate, NUL, a bidi override, 3,900 emoji, zalgo marks,
+# Cyrillic look-alikes in Latin words next to Russian and Chinese.
+HOSTILE = ("\ud800 bomb", "a\x00b", "\u202eb\u202cmob mrof", "😀" * 3900, "z̷̢̛a̶l̵g̴o̸ b̶o̷m̸b̵", "bоmb аnd ракета 炸弹")
 SINTEL = ROOT / "var" / "testdata" / "sintel.mp4"
 
 

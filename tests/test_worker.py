@@ -22,7 +22,7 @@ from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest, Topics
 from pipeline.settings import Settings
 from pipeline.worker import build_app
-from tests.helpers import json_or_none
+from tests.helpers import EVERY_CATEGORY, HOSTILE, json_or_none
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,12 +127,11 @@ def test_health_worker_reads_the_heartbeat(settings: Settings, worker: subproces
     assert empty.returncode == 1 and "no worker heartbeat" in empty.stderr
 
 
-HOSTILE = ["\ud800 bomb", "a\x00b", "\u202eb\u202cmob mrof", "😀" * 4000, "z̷̢̛a̶l̵g̴o̸ b̶o̷m̸b̵", "bоmb аnd ракета 炸弹"]
 
 
 def test_hostile_text_on_the_stream_gets_a_verdict_never_a_dead_letter(settings: Settings,
                                                                        worker: subprocess.Popen[bytes]) -> None:
-    """Lone surrogates (which pydantic's own JSON parser refuses), NUL, bidi overrides, 4,000 emoji,
+    """Lone surrogates (which pydantic's own JSON parser refuses), NUL, bidi overrides, 3,900 emoji,
     zalgo marks and mixed scripts each come back as a verdict on genguard.verdicts."""
     run = time.time_ns()
     ids = [f"w-hostile-{run}-{i}" for i in range(len(HOSTILE))]
@@ -145,8 +144,6 @@ def test_hostile_text_on_the_stream_gets_a_verdict_never_a_dead_letter(settings:
     assert all(v["action"] in ("allow", "review", "block") for v in verdicts.values())
 
 
-EVERY_CATEGORY = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf",
-                  "Po", "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn")  # Cs: surrogates
 
 
 @settings_(max_examples=1, deadline=None, derandomize=True,

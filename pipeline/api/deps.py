@@ -42,17 +42,19 @@ class Services:
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         """Nothing is accepted or decided without its message acknowledged; a verdict not without its audit."""
         try:
-            if self.producer is None:
-                raise ApiError(503, "broker_unavailable", "the broker cannot be reached; nothing is accepted or "
-                               "decided")
-            try:
-                await self.producer.send_and_wait(topic, key=key.encode(), value=value)
-            except KafkaError as e:
-                raise ApiError(503, "broker_unavailable", f"publishing to {topic} failed: {type(e).__name__}") from e
+            await self._send(topic, key, value)
         except ApiError as e:
             if topic == Topics.AUDIT:
                 raise ApiError(503, "audit_unavailable", f"no verdict without its audit record: {e.message}") from e
             raise
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        if self.producer is None:
+            raise ApiError(503, "broker_unavailable", "the broker cannot be reached; nothing is accepted or decided")
+        try:
+            await self.producer.send_and_wait(topic, key=key.encode(), value=value)
+        except KafkaError as e:
+            raise ApiError(503, "broker_unavailable", f"publishing to {topic} failed: {type(e).__name__}") from e
 
 
 def services(request: Request) -> Services:

@@ -77,15 +77,14 @@ def _side_by_side(gate: PromptGate, rows: list, live: CompiledPolicy, compare: t
                   cats: list[str]) -> list[set[str]]:
     """Print the comparison table; return the live policy's flags."""
     from pipeline.owner.labelled import judge_many
-    from pipeline.owner.text_eval import PROMPT_DOMAINS, Truth, figures, table
+    from pipeline.owner.text_eval import Truth, figures, table
     from policies import engine
 
     policies = {f"live {live.version[:8]}": live, **{p.stem: engine.load_any(p, settings().policy_path)
                                                      for p in compare}}
     with click.progressbar(rows, label=f"observing {len(rows)} prompts", file=sys.stderr) as bar:
         flags = judge_many(gate, bar, policies, live if keywords else None)
-    truth = Truth([set(r.categories) for r in rows], [set(r.labelled or cats) for r in rows], [r.lang for r in rows],
-                  [not r.categories and (r.domain in PROMPT_DOMAINS or r.source == "genguard-t2v") for r in rows])
+    truth = Truth.of_labelled(rows, cats)
     langs = sorted({r.lang for r in rows if r.categories}, key=lambda lang: (lang != "en", lang))  # with positives
     click.echo(table({name: figures(truth, f, cats) for name, f in flags.items()}, cats, langs))
     return flags[next(iter(policies))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections.abc import Iterable, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from classifiers.normalize import normalize
-from pipeline.owner.train_text import CATEGORIES
+from pipeline.owner.text_eval import Counts, Truth, figures
 from pipeline.prompt.gate import PromptGate
 from pipeline.prompt.stage import decide
 from pipeline.records import PromptRequest
@@ -32,26 +33,6 @@ class Labelled(BaseModel):
     source: str = ""
     domain: str = ""
     note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    tp: int
-    fp: int
-    fn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,24 +74,11 @@ def score(rows: Iterable[Labelled], verdicts: Iterable[Evaluation], categories: 
 
 
 def score_flags(rows: Sequence[Labelled], flags: Sequence[set[str]], categories: Iterable[str]) -> list[Score]:
-    """Per category over the rows that label it, plus ``any`` over rows that label everything or are
-    positive somewhere (a hate-only source's negative says nothing about the other categories)."""
-    out = []
-    for cat in [*categories, "any"]:
-        tp = fp = fn = 0
-        for r, pred in zip(rows, flags, strict=True):
-            truth = set(r.categories)
-            if cat == "any":
-                if r.labelled is not None and not truth and len(r.labelled) < len(CATEGORIES):
-                    continue
-                t, p = bool(truth), bool(pred)
-            elif r.labelled is not None and cat not in r.labelled:
-                continue
-            else:
-                t, p = cat in truth, cat in pred
-            tp, fp, fn = tp + (t and p), fp + (p and not t), fn + (t and not p)
-        out.append(Score(tp=tp, fp=fp, fn=fn, category=cat))
-    return out
+    """Per category over the rows that label it, plus ``any`` (see ``text_eval.figures``)."""
+    cats = list(categories)
+    f = figures(Truth.of_labelled(rows, cats), flags, cats)
+    return [*(Score(**dataclasses.asdict(f.per_category[c]), category=c) for c in cats),
+            Score(**dataclasses.asdict(f.any_flagged), category="any")]
 
 
 def report(scores: list[Score]) -> str:

@@ -6,13 +6,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.owner.labelled import Counts
-from pipeline.owner.train_text import Rows
+from pipeline.owner.train_text import CATEGORIES, Rows
+
+if TYPE_CHECKING:
+    from pipeline.owner.labelled import Labelled
 
 PROMPT_DOMAINS = ("t2v-prompt", "t2i-prompt")  # the corpus's benign generation prompts
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Confusion counts and the figures policy owners read from them."""
+
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
 
 
 def threshold_for(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 5) -> float | None:
@@ -54,9 +79,18 @@ class Truth:
         return cls(rows.y, rows.labelled, rows.lang, [not y and s in prompt_sources
                                                       for y, s in zip(rows.y, rows.source, strict=True)])
 
+    @classmethod
+    def of_labelled(cls, rows: Sequence[Labelled], categories: Sequence[str]) -> Truth:
+        """Labelled JSONL rows; a row without a mask labels every category."""
+        every = set(CATEGORIES) | set(categories)
+        return cls([set(r.categories) for r in rows], [set(r.labelled) if r.labelled is not None else every
+                                                       for r in rows], [r.lang for r in rows],
+                   [not r.categories and (r.domain in PROMPT_DOMAINS or r.source == "genguard-t2v") for r in rows])
+
 
 def figures(truth: Truth, flagged: Sequence[set[str]], categories: Sequence[str]) -> Figures:
-    """``flagged``: the categories a scorer (or a whole policy) flags on each row."""
+    """``flagged``: the categories a scorer (or a whole policy) flags on each row. Per category only the
+    rows whose source labels it count."""
     per_category = {}
     for c in categories:
         mask = np.array([c in lab for lab in truth.labelled])
@@ -64,7 +98,9 @@ def figures(truth: Truth, flagged: Sequence[set[str]], categories: Sequence[str]
         pred = np.array([c in f for f in flagged])
         per_category[c] = counts(y[mask], pred[mask])
     truth_any = np.array([bool(y) for y in truth.categories])
-    decided = np.array([len(lab) >= len(categories) for lab in truth.labelled]) | truth_any
+    # "anything flagged" counts the rows whose source decides every category, and every positive: a
+    # hate-only source's negative says nothing about the other categories
+    decided = np.array([set(CATEGORIES) <= lab for lab in truth.labelled]) | truth_any
     pred_any = np.array([bool(f) for f in flagged])
     langs = np.array(truth.lang)
     per_language = {lang: counts(truth_any[decided & (langs == lang)], pred_any[decided & (langs == lang)])

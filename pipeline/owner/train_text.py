@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from classifiers.normalize import normalize
-from classifiers.text_model import featurize
+from classifiers.text_model import featurize, pack
 
 IN_DOMAIN = Path(__file__).resolve().parents[2] / "classifiers" / "data" / "t2v"
 STYLE = ("make a video of {}", "{}, cinematic, 4k, realistic", "video: {}")  # training-only variants
@@ -262,10 +262,7 @@ def save(heads: list[Head], out: Path, version: str, card: dict, extra: dict[str
     """Sparse float16 n-gram weights (|w| < 1e-4 dropped), biases, Platt terms, ``extra`` arrays (the
     MiniLM heads and stacker) and meta.json."""
     out.mkdir(parents=True, exist_ok=True)
-    coef = np.stack([h.coef for h in heads], axis=1)
-    coef[np.abs(coef) < 1e-4] = 0.0
-    m = sp.csc_matrix(coef)
-    np.savez_compressed(out / "weights.npz", data=m.data.astype(np.float16), indices=m.indices, indptr=m.indptr,
+    np.savez_compressed(out / "weights.npz", **pack(np.stack([h.coef for h in heads], axis=1), drop=1e-4),
                         bias=np.array([h.bias for h in heads], np.float32),
                         platt_a=np.array([h.platt[0] for h in heads], np.float32),
                         platt_b=np.array([h.platt[1] for h in heads], np.float32), **(extra or {}))

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from pipeline.media import decode
-from pipeline.owner.labelled import Counts, Labelled
+from pipeline.owner.labelled import Labelled
+from pipeline.owner.text_eval import Counts
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest
 from pipeline.video.gate import VideoGate, limits_of
