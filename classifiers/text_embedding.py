@@ -18,6 +18,7 @@ from classifiers.base import ModelMissingError, VectorCache
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
+EMBEDDING_DIM = 384
 
 
 def shipped_model_dir() -> Path:
@@ -77,15 +78,27 @@ class TextEncoder:
         self.session = ort.InferenceSession(str(files[0]), opts, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(files[1]))
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.enable_padding()
+        self.tokenizer.no_padding()  # the file pads to 128; embed pads each chunk to its longest
         self.version = files[2].read_text().strip()
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        enc = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        types = np.array([e.type_ids for e in enc], dtype=np.int64)
-        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
+    def embed(self, texts: Sequence[str], chunk: int = 16) -> np.ndarray:
+        """Texts are run in chunks of similar token length, so a batch pays little for padding (a row's
+        embedding does not depend on the padding around it)."""
+        encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
+        for start in range(0, len(texts), chunk):
+            rows = order[start:start + chunk]
+            out[rows] = self._run([encoded[i] for i in rows])
+        return out
+
+    def _run(self, encoded: list[list[int]]) -> np.ndarray:
+        ids = np.zeros((len(encoded), max(map(len, encoded))), dtype=np.int64)  # [PAD] is id 0
+        mask = np.zeros_like(ids)
+        for row, seq in enumerate(encoded):
+            ids[row, :len(seq)], mask[row, :len(seq)] = seq, 1
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, feed)[0]
         summed = (hidden * mask[..., None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -124,7 +137,7 @@ class ExemplarClassifier:
         key = hashlib.sha256("\n".join([self.version, *phrases]).encode()).hexdigest()
         if cache is not None and (hit := cache.get(key)) is not None and hit.shape[0] == len(phrases):
             return hit
-        vectors = self.encoder.embed(phrases) if phrases else np.zeros((0, 384), dtype=np.float32)
+        vectors = self.encoder.embed(phrases) if phrases else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         if cache is not None:
             cache.put(key, vectors.astype(np.float32))
         return vectors

@@ -9,3 +9,5 @@ CHECK_SECONDS = Histogram(
 )  # fmt: skip
 DEAD_LETTERS = Counter("genguard_dead_letters_total", "Messages sent to the DLQ", ["topic"])
 OVERLOADED = Counter("genguard_api_overloaded_total", "Requests shed with 503 because too many were in flight")
+PROMPT_BATCH = Histogram("genguard_prompt_batch_size", "Prompts checked together in one model call",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))

@@ -38,12 +38,16 @@ class Settings(BaseSettings):
         default=None, description="Exported CLIP towers (genguard models export --clip-dir); default var/models/clip.")
     whisper_model_dir: Path | None = Field(
         default=None, description="CTranslate2 Whisper model; default var/models/whisper-base (assembled on export).")
+    clip_precision: Literal["int8", "fp32"] = Field(
+        default="int8", description="CLIP image tower on CPUs: int8 weights (about 2x) or float; CUDA: float.")
     whisper_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     max_upload_bytes: int = 500 * 1024 * 1024
     max_video_seconds: float = 300.0
     max_video_side: int = 3840
     sample_fps: float = 1.0
     max_frames: int = 48
+    frame_side: int = Field(default=640, ge=64, le=3840,
+                            description="Long side sampled frames are scaled to (once) for every frame model.")
 
     sign_cert_path: Path | None = Field(default=None, description="PEM chain (signer first); unset: dev PKI")
     sign_key_path: Path | None = Field(default=None, description="PEM private key for the signer")
@@ -53,6 +57,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     max_prompt_chars: int = 4000
+    prompt_batch_max: int = Field(default=32, ge=1, le=256, description="Most prompts checked in one model call.")
+    prompt_batch_wait_ms: float = Field(
+        default=0.0, ge=0, le=50, description="How long a batch waits for company once nothing is in flight; "
+        "0: none (requests that arrive while one batch runs form the next).")
     max_body_bytes: int = 64 * 1024
     api_max_in_flight: int = Field(default=64, ge=1, description="Requests one API process serves at once; "
                                    "past that it answers 503 overloaded (load shedding).")
@@ -63,6 +71,9 @@ class Settings(BaseSettings):
     topic_replication: int = Field(default=1, ge=1, description="Replication factor of topics genguard creates.")
     worker_concurrency: int = Field(
         default=1, ge=1, le=64, description="Jobs one worker runs at once per stage: its bound on in-flight work.")
+    fetch_max_wait_ms: int = Field(
+        default=10, ge=1, le=1500, description="How long a worker's fetch may wait for records: the latency "
+        "a message can wait at each hop on a broker that holds fetches (Tansu); Kafka answers at once.")
     heartbeat_every_s: float = 5.0
     audit_segment_records: int = 100_000
     shadow_policy_path: Path | None = Field(

@@ -25,6 +25,7 @@ from pipeline.settings import Settings
 if TYPE_CHECKING:
     from pipeline.policy_source import PolicySource
     from pipeline.prompt.gate import PromptGate
+    from pipeline.prompt.stage import Batcher
     from pipeline.store.media import MediaStore
     from pipeline.store.signals import SignalStore
     from pipeline.store.state import JobLedger, State
@@ -43,6 +44,7 @@ class Stage:
     status: JobStatus | None = None  # the job's status while this stage works on it
     models: frozenset[str] = frozenset()  # model groups it loads: text, speech, frames, judge
     message: type[BaseModel] = JobMessage  # what its topic carries (malformed ones go to the DLQ)
+    batched: bool = False  # its messages share model calls: the worker runs up to prompt_batch_max at once
 
     def load_handler(self) -> Callable[..., Awaitable[Any]]:
         module, _, fn = self.handler.partition(":")
@@ -51,7 +53,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("prompt", Topics.PROMPTS, "pipeline.prompt.stage:prompt", models=frozenset({"text"}),
-          message=PromptRequest),
+          message=PromptRequest, batched=True),
     Stage("media", Topics.MEDIA, "pipeline.video.stages:media", "sampling"),
     Stage("frames", Topics.FRAMES, "pipeline.video.stages:frames", "scoring", frozenset({"frames"})),
     Stage("audio", Topics.AUDIO, "pipeline.video.stages:audio", "transcribing", frozenset({"speech", "text"})),
@@ -108,6 +110,7 @@ class StageContext:
     gate: VideoGate | None = None  # the API, media and release roles load no video models
     prompts: PromptGate | None = None  # the prompt role and the API
     signals: SignalStore | None = None  # observations kept for replay
+    batcher: Batcher | None = None  # the prompt stage's micro-batcher, made on first use
 
     @property
     def video(self) -> VideoGate:

@@ -18,9 +18,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -74,9 +76,38 @@ def load_models(settings: Settings, chosen: Iterable[str], policies: PolicySourc
     return prompts, VideoGate.from_settings(settings, prompts, cache, needs & VIDEO_MODELS, policies)
 
 
-def _app(settings: Settings, group: str) -> faust.App:
+class _ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """faust fixes aiokafka's ``fetch_max_wait_ms`` at 1500 ms. Kafka answers a fetch as soon as a record
+    arrives, but Tansu holds it for the whole wait, so every hop cost 750 ms on average (measured:
+    bench/prompt_gate.py). This takes ``GENGUARD_FETCH_MAX_WAIT_MS`` instead."""
+
+    def _create_worker_consumer(self, transport: aiokafka_driver.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = cast(App, self.app).fetch_max_wait_ms  # read by consumer.start()
+        return consumer
+
+
+class _Consumer(aiokafka_driver.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(aiokafka_driver.Transport):
+    Consumer = _Consumer
+
+
+class App(faust.App):
+    """faust's app on faust's own aiokafka transport, with the fetch wait set by genguard."""
+
+    fetch_max_wait_ms = 1500
+
+    def _new_transport(self) -> _Transport:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+def _app(settings: Settings, group: str, in_flight: int) -> faust.App:
     settings.var_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level of its datadir
-    return faust.App(
+    app = App(
         group,
         broker=[f"kafka://{a}" for a in settings.kafka_bootstrap.split(",")],
         value_serializer="raw",
@@ -85,9 +116,11 @@ def _app(settings: Settings, group: str) -> faust.App:
         datadir=str(settings.var_dir / "faust"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
-        stream_buffer_maxsize=4 * settings.worker_concurrency,
+        stream_buffer_maxsize=4 * in_flight,
         **broker_options(settings),
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    return app
 
 
 def _agent(app: faust.App, topic: faust.TopicT, stage: Stage, ctx: StageContext,
@@ -110,7 +143,9 @@ def _agent(app: faust.App, topic: faust.TopicT, stage: Stage, ctx: StageContext,
                 await dead_letter(stage.topic, raw, f"{type(e).__name__}: {e}")
 
     run.__name__ = stage.name
-    app.agent(topic, name=f"genguard.{stage.name}", concurrency=ctx.settings.worker_concurrency)(run)
+    s = ctx.settings
+    concurrency = max(s.worker_concurrency, s.prompt_batch_max) if stage.batched else s.worker_concurrency
+    app.agent(topic, name=f"genguard.{stage.name}", concurrency=concurrency)(run)
 
 
 def build_app(settings: Settings, prompts: PromptGate | None = None,
@@ -119,7 +154,8 @@ def build_app(settings: Settings, prompts: PromptGate | None = None,
     (``<name>-<stages>``), so each role scales on its own and replicas of a role share partitions."""
     chosen = table.parse(stages)
     group = table.group_id(settings, chosen)
-    app = _app(settings, group)
+    batched = any(STAGES[n].batched for n in chosen)  # a batched stage takes more at once (see _agent)
+    app = _app(settings, group, max(settings.worker_concurrency, settings.prompt_batch_max if batched else 1))
     topics = {name: app.topic(name, value_type=bytes, key_type=bytes) for name in Topics.all()}
     state = State(settings)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-
-import numpy as np
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from classifiers import registry
 from classifiers.base import Classifier, ModelMissingError, VectorCache
@@ -28,6 +28,7 @@ from policies import engine
 from policies.engine import CompiledPolicy, Signals
 
 log = logging.getLogger("genguard.gate")
+T = TypeVar("T")
 
 
 class InputError(ValueError):
@@ -86,38 +87,57 @@ class PromptGate:
         return self._exemplars[policy.version]
 
     def observe(self, text: str) -> Observation:
-        norm = normalize(text)
-        obs = Observation(text=text, errors=dict(self.load_errors))
-        obs._normalized = norm  # judged in this process: no second normalisation
-        vector = self._embed(norm.text, obs)
-        if self.language is not None:
-            obs.language = self.language.detect([norm.text])[0][0]
-        context = {"embedding": None if vector is None else vector[None, :],
-                   "language": None if obs.language is None else [obs.language]}
-        for clf in self.text_classifiers:
+        return self.observe_many([text])[0]
+
+    def observe_many(self, texts: Sequence[str]) -> list[Observation]:
+        """One observation per text, each model called once for the whole batch (micro-batching). A
+        batch in which a model raises is observed again text by text, so one bad text fails only itself
+        and every verdict is what the text alone would get."""
+        if len(texts) > 1:
             try:
-                wanted = {k: context[k] for k in getattr(clf, "context", ())}  # what a model declares it uses
-                obs.scores[clf.name] = dict(zip(clf.outputs, map(float, clf.score([norm.text], **wanted)[0]),
-                                                strict=True))
-                obs.models[clf.name] = clf.version
+                return self._observe(texts, record_errors=False)
             except Exception as e:
-                log.exception("%s classifier failed", clf.name)
-                obs.errors[clf.name] = f"{type(e).__name__}: {e}"
+                log.warning("a batch of %d failed (%s: %s); observing one by one", len(texts), type(e).__name__, e)
+        return [self._observe([t], record_errors=True)[0] for t in texts]
+
+    def _observe(self, texts: Sequence[str], record_errors: bool) -> list[Observation]:
+        norms = [normalize(t) for t in texts]
+        obs = [Observation(text=t, errors=dict(self.load_errors)) for t in texts]
+        for o, n in zip(obs, norms, strict=True):
+            o._normalized = n  # judged in this process: no second normalisation
+        docs = [n.text for n in norms]
+        vectors = None
+        if self.encoder is None:
+            for o in obs:
+                o.errors["embedding"] = "text embedding model not loaded"
+        elif (vectors := self._guarded("embedding", obs, record_errors, lambda: self.encoder.embed(docs))) is not None:
+            for o, v in zip(obs, vectors, strict=True):
+                o.embedding, o.models["embedding"] = encode_vector(v), self.encoder.version  # type: ignore[union-attr]
+        if self.language is not None:
+            for o, (lang, _) in zip(obs, self.language.detect(docs), strict=True):
+                o.language = lang
+        context = {"embedding": vectors, "language": [o.language for o in obs] if self.language else None}
+        for clf in self.text_classifiers:
+            wanted = {k: context[k] for k in getattr(clf, "context", ())}  # what a model declares it uses
+            scores = self._guarded(clf.name, obs, record_errors, lambda c=clf, w=wanted: c.score(docs, **w))
+            for o, row in zip(obs, [] if scores is None else scores, strict=False):
+                o.scores[clf.name] = dict(zip(clf.outputs, map(float, row), strict=True))
+                o.models[clf.name] = clf.version
         return obs
 
-    def _embed(self, text: str, obs: Observation) -> np.ndarray | None:
-        if self.encoder is None:
-            obs.errors["embedding"] = "text embedding model not loaded"
-            return None
+    @staticmethod
+    def _guarded(name: str, obs: list[Observation], record_errors: bool, fn: Callable[[], T]) -> T | None:
+        """Run one model; a failure is raised (a batch: retried text by text) or recorded (fail closed:
+        the policy decides review or block)."""
         try:
-            vector = self.encoder.embed([text])[0]
-        except Exception as e:  # fail closed: recorded, the policy decides review/block
-            log.exception("text embedding failed")
-            obs.errors["embedding"] = f"{type(e).__name__}: {e}"
+            return fn()
+        except Exception as e:
+            if not record_errors:
+                raise
+            log.exception("%s failed", name)
+            for o in obs:
+                o.errors[name] = f"{type(e).__name__}: {e}"
             return None
-        obs.embedding = encode_vector(vector)
-        obs.models["embedding"] = self.encoder.version
-        return vector
 
     def signals_for(self, obs: Observation, policy: CompiledPolicy) -> Signals:
         """What ``policy`` needs from an observation: its exemplar similarities from the stored embedding."""
@@ -138,20 +158,32 @@ class PromptGate:
         return Verdict(**evaluation.model_dump(), request_id=request.request_id, tenant=request.tenant,
                        model_versions=obs.models, language=obs.language)
 
-    def check(self, request: PromptRequest) -> tuple[Verdict, Observation]:
-        started = time.perf_counter()
+    def validate(self, request: PromptRequest) -> None:
         if not request.prompt.strip():
             raise InputError("prompt_empty", "prompt is empty")
         if len(request.prompt) > self.settings.max_prompt_chars:
             raise InputError("prompt_too_long",
                              f"prompt has {len(request.prompt)} characters; the limit is "
                              f"{self.settings.max_prompt_chars}")
-        obs = self.observe(request.prompt)
-        verdict = self.judge(request, obs, self.policies.for_tenant(request.tenant))
-        if (candidate := self.policies.shadow_for(request.tenant)) is not None:
-            shadow = self.judge(request, obs, candidate)
-            verdict.shadow = Shadow(action=shadow.action, policy_id=shadow.policy_id,
-                                    policy_version=shadow.policy_version,
-                                    categories=[c.category for c in shadow.categories if c.action != "allow"])
-        verdict.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        return verdict, obs
+
+    def check(self, request: PromptRequest) -> tuple[Verdict, Observation]:
+        """Raises InputError for a request that cannot be checked."""
+        self.validate(request)
+        return self.check_many([request])[0]
+
+    def check_many(self, requests: Sequence[PromptRequest]) -> list[tuple[Verdict, Observation]]:
+        """Valid requests (see ``validate``) checked as one batch: the same verdicts as one at a time."""
+        started = time.perf_counter()
+        out = []
+        for request, obs in zip(requests, self.observe_many([r.prompt for r in requests]), strict=True):
+            verdict = self.judge(request, obs, self.policies.for_tenant(request.tenant))
+            if (candidate := self.policies.shadow_for(request.tenant)) is not None:
+                shadow = self.judge(request, obs, candidate)
+                verdict.shadow = Shadow(action=shadow.action, policy_id=shadow.policy_id,
+                                        policy_version=shadow.policy_version,
+                                        categories=[c.category for c in shadow.categories if c.action != "allow"])
+            out.append((verdict, obs))
+        elapsed = round((time.perf_counter() - started) * 1000, 3)  # the batch's time: what each request waited
+        for verdict, _ in out:
+            verdict.latency_ms = elapsed
+        return out
