@@ -43,13 +43,14 @@ class Limits:
     sample_fps: float = 1.0
     max_frames: int = 48
     scene_threshold: float = 0.35
+    frame_side: int = 640  # sampled frames are kept with at most this long side
 
 
 def limits_of(settings: Settings) -> Limits:
     """The configured upload limits, applied to everything decoded from outside."""
     return Limits(max_bytes=settings.max_upload_bytes, max_duration_s=settings.max_video_seconds,
                   max_width=settings.max_video_side, max_height=settings.max_video_side,
-                  sample_fps=settings.sample_fps, max_frames=settings.max_frames)
+                  sample_fps=settings.sample_fps, max_frames=settings.max_frames, frame_side=settings.frame_side)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,17 @@ def _thumb(frame: av.VideoFrame) -> np.ndarray:
     return frame.reformat(width=32, height=18, format="gray").to_ndarray().astype(np.float32) / 255.0
 
 
+def _sample(frame: av.VideoFrame, side: int) -> np.ndarray:
+    """A sampled frame as RGB, scaled once (area filter) so its long side is at most ``side``: every
+    frame model (PDQ 64, open_nsfw 224, CLIP 224, NudeNet 320) works below that, and a 4K frame
+    costs each of them a full-size resize otherwise."""
+    scale = min(1.0, side / max(frame.width, frame.height))
+    if scale == 1.0:
+        return frame.to_ndarray(format="rgb24")
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    return frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+
+
 def decode(path: Path, limits: Limits) -> Media:
     """Probe, then one threaded pass over video and audio packets."""
     info = probe(path, limits)
@@ -168,7 +180,7 @@ def decode(path: Path, limits: Limits) -> Media:
                         reasons.add("scene")
                     prev_thumb = thumb
                     if reasons:
-                        frames.append(Frame(t, reasons, frame.to_ndarray(format="rgb24")))
+                        frames.append(Frame(t, reasons, _sample(frame, limits.frame_side)))
                         if len(frames) >= HELD_FRAMES * limits.max_frames:  # e.g. a strobe: a cut every frame
                             frames = _cap(frames, limits.max_frames)
                     last, last_t = frame, t
@@ -180,7 +192,7 @@ def decode(path: Path, limits: Limits) -> Media:
     if decoded == 0 or last is None:
         raise MediaError("undecodable", "no frame could be decoded")
     if frames[-1].t != last_t:
-        frames.append(Frame(last_t, {"last"}, last.to_ndarray(format="rgb24")))
+        frames.append(Frame(last_t, {"last"}, _sample(last, limits.frame_side)))
     else:
         frames[-1].reasons.add("last")
     media = Media(info, _cap(frames, limits.max_frames), np.concatenate(chunks) if chunks else None, decoded)

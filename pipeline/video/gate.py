@@ -82,7 +82,8 @@ class VideoGate:
         (Whisper), judge (CLIP's text tower and the hash index). A role loads only its parts."""
         errors: dict[str, str] = {}
         detectors = registry.load("frames", errors) if "frames" in parts else []
-        clip = _load("clip", errors, lambda: ClipModel(settings.clip_model)) if parts & {"frames", "judge"} else None
+        clip = (_load("clip", errors, lambda: ClipModel(settings.clip_model, precision=settings.clip_precision))
+                if parts & {"frames", "judge"} else None)
         whisper = _load("transcript", errors, lambda: transcriber(settings)) if "speech" in parts else None
         hashes = _load("hash", errors, lambda: hash_index(settings)) if "judge" in parts else None
         policies = policies or (prompts.policies if prompts is not None else PolicySource(settings))
@@ -147,8 +148,10 @@ class VideoGate:
                 return
             transcript = self.transcriber.transcribe(audio)
             obs.language = transcript.language
-            obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=self.text.observe(s.text))
-                              for s in transcript.segments]
+            segments = transcript.segments  # all checked in one batch, each as a prompt alone would be
+            seen = self.text.observe_many([s.text for s in segments])
+            obs.transcript = [Spoken(start=s.start, end=s.end, text=s.text, observation=o)
+                              for s, o in zip(segments, seen, strict=True)]
 
         self._stage(obs, "transcript", speech)
         return obs
