@@ -63,6 +63,7 @@ class Probe:
     duration_s: float
     has_audio: bool
     audio_codec: str | None
+    pix_fmt: str = ""  # the decoder's pixel format, e.g. yuv420p
 
 
 @dataclass(slots=True)
@@ -122,7 +123,7 @@ def _probe(container: av.container.InputContainer, limits: Limits) -> Probe:
     audio = container.streams.audio[0] if container.streams.audio else None
     fps = float(video.average_rate) if video.average_rate else 0.0
     return Probe(fmt, codec, width, height, fps, duration, audio is not None,
-                 audio.codec_context.name if audio else None)
+                 audio.codec_context.name if audio else None, video.codec_context.pix_fmt or "")
 
 
 def _thumb(frame: av.VideoFrame) -> np.ndarray:

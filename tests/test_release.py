@@ -153,8 +153,8 @@ def test_the_mark_moves_across_corners(tmp_path: Path) -> None:
     def mark_centre(t: float) -> tuple[float, float]:
         frame = next(f for f in decode(out, Limits(sample_fps=2)).frames if abs(f.t - t) < 0.05)
         ys, xs = np.nonzero(frame.image.max(axis=2) > 60)
-        assert len(xs) > 200, f"no mark at {t}s"
-        return xs.mean() / 1280, ys.mean() / 720
+        assert len(xs) > 50, f"no mark at {t}s"
+        return xs.mean() / frame.image.shape[1], ys.mean() / frame.image.shape[0]
 
     top_left, bottom_right, top_right = mark_centre(1.0), mark_centre(4.0), mark_centre(7.0)
     assert top_left[0] < 0.35 and top_left[1] < 0.3

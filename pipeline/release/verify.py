@@ -16,9 +16,12 @@ from pipeline.store.state import JobLedger
 
 
 def find_watermark(path: Path, limits: Limits | None = None) -> Detection:
-    """The invisible payload, pooled over up to 64 frames sampled at 4 per second. ``limits`` bound what
-    is decoded (size, duration, dimensions) like an upload's."""
-    limits = dataclasses.replace(limits or Limits(), sample_fps=4, max_frames=64)
+    """The invisible payload, pooled over up to 64 frames sampled at 4 per second, at full size (the
+    pattern's grid follows the picture's size). ``limits`` bound what is decoded (size, duration,
+    dimensions) like an upload's."""
+    limits = limits or Limits()
+    limits = dataclasses.replace(limits, sample_fps=4, max_frames=64, frame_side=max(limits.max_width,
+                                                                                     limits.max_height))
     return detect([f.image for f in decode(path, limits).frames])
 
 
