@@ -8,13 +8,14 @@ For each step: offered rate, throughput, p50/p99 latency (of the requests served
 the target; at the end, the first rate at which it broke. The baseline column set is 1 worker.
 Starts its own Tansu broker on a free port and uses the local Redis under its own prefix.
 
-    .venv/bin/python bench/load.py [--seconds 15] [--prompt-rates 10,25,50,100] [--video-rates 0.25,0.5,1,2]
+    .venv/bin/python bench/load.py [--seconds 15] [--prompt-rates 25,50,100,200,300] [--video-rates 0.5,1,1.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import record  # noqa: E402
 from bench.prompt_gate import free_port  # noqa: E402
 from pipeline.local import ensure_redis, start_tansu, stop, wait_port  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -138,10 +140,13 @@ def wait_ready(url: str, timeout: float) -> None:
     raise SystemExit(f"API at {url} not ready in {timeout:.0f}s")
 
 
-def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list[Step]:
+@contextlib.contextmanager
+def stack(workers: int, tmp: Path, stages: str = "media,frames,audio,decide,release") -> Iterator[tuple[str, str]]:
+    """A private broker, one API process and ``workers`` worker processes; yields the API's URL and a
+    key with the check and submit scopes, once the workers have joined their group."""
     broker_addr, port = f"127.0.0.1:{free_port()}", free_port()
     s = Settings(embedded_kafka_addr=broker_addr, redis_prefix=f"load-{uuid.uuid4().hex[:8]}",
-                 var_dir=tmp / f"w{workers}", environment="demo", api_port=port)
+                 var_dir=tmp / f"w{workers}-{uuid.uuid4().hex[:4]}", environment="demo", api_port=port)
     env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": broker_addr, "GENGUARD_REDIS_PREFIX": s.redis_prefix,
            "GENGUARD_VAR_DIR": str(s.var_dir), "GENGUARD_ENVIRONMENT": "demo", "GENGUARD_API_PORT": str(port),
            "GENGUARD_TEXT_MODEL_DIR": str(ROOT / "var/models/minilm"),
@@ -149,8 +154,7 @@ def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list
     s.var_dir.mkdir(parents=True)
     broker = start_tansu(broker_addr)
     procs = [spawn(["serve"], env, s.var_dir / "api.log")]
-    procs += [spawn(["worker", "--stages", "media,frames,audio,decide,release"], env, s.var_dir / f"worker{i}.log")
-              for i in range(workers)]
+    procs += [spawn(["worker", "--stages", stages], env, s.var_dir / f"worker{i}.log") for i in range(workers)]
     try:
         wait_port("127.0.0.1", port, 120, "API")
         wait_ready(f"http://127.0.0.1:{port}", 120)
@@ -163,8 +167,21 @@ def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list
                 await state.close()
 
         secret = asyncio.run(key())
-        api = f"http://127.0.0.1:{port}"
         time.sleep(20)  # the workers join their group and split the partitions
+        yield f"http://127.0.0.1:{port}", secret
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop(broker)
+
+
+def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list[Step]:
+    with stack(workers, tmp) as (api, secret):
         asyncio.run(prompt_step(api, secret, 10, 3))  # warm-up, not reported: first requests load caches
         asyncio.run(video_step(api, secret, video, 1, 1, args.video_deadline))
         steps = []
@@ -175,15 +192,6 @@ def run(workers: int, args: argparse.Namespace, video: bytes, tmp: Path) -> list
             steps.append(asyncio.run(video_step(api, secret, video, rate, args.seconds * 2, args.video_deadline)))
             print(f"  [{workers} worker(s)] videos at {rate:g}/s done", flush=True)
         return steps
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        stop(broker)
 
 
 def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
@@ -203,6 +211,13 @@ def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
                          f"{100 * st.errors / max(st.sent, 1):5.1f} {'yes' if ok else 'NO':>6}")
         print(f"{row[0].kind:<8} {row[0].rate:>9g} | " + " | ".join(cells) + f"   ({unit[row[0].kind]})")
     print()
+    for kind, target, unit_s, goal in (("prompts", targets["prompts"], "checks/s", ">= 300"),
+                                       ("videos", targets["videos"], "jobs/s", ">= 1")):
+        held = {w: max((st.ok / st.wall for st in sts if st.kind == kind and st.p(99) <= target
+                        and st.errors == 0), default=0.0) for w, sts in results.items()}
+        if 1 in held:
+            record("load", f"{kind}: most served at p99 <= {target:g} {unit[kind]}, 0 errors (1 worker)", held[1],
+                   unit_s, None, goal)
     for kind, target in targets.items():
         if not any(st.kind == kind for st in results[1]):
             continue
@@ -215,9 +230,10 @@ def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=15, help="per prompt step (video steps run twice as long)")
-    ap.add_argument("--prompt-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[10, 25, 50, 100])
-    ap.add_argument("--video-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.25, 0.5, 1, 2])
-    ap.add_argument("--prompt-p99-ms", type=float, default=100.0)
+    rates = lambda v: [float(x) for x in v.split(",") if x]  # noqa: E731
+    ap.add_argument("--prompt-rates", type=rates, default=[25, 50, 100, 200, 300])
+    ap.add_argument("--video-rates", type=rates, default=[0.5, 1, 1.5])
+    ap.add_argument("--prompt-p99-ms", type=float, default=50.0)
     ap.add_argument("--video-p99-s", type=float, default=20.0)
     ap.add_argument("--video-deadline", type=float, default=240.0, help="a job not decided by then is an error")
     args = ap.parse_args()

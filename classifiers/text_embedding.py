@@ -64,7 +64,7 @@ def export(model_dir: Path, out_dir: Path) -> Path:
 class TextEncoder:
     """Mean-pooled, L2-normalised sentence embeddings, batched."""
 
-    def __init__(self, onnx_dir: Path, threads: int = 0) -> None:
+    def __init__(self, onnx_dir: Path, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -75,7 +75,7 @@ class TextEncoder:
             )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(files[0]), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(files[0]), opts, providers=list(providers))
         self.tokenizer = Tokenizer.from_file(str(files[1]))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()  # the file pads to 128; embed pads each chunk to its longest

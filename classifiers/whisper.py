@@ -164,13 +164,13 @@ class OpenAIWhisperTranscriber:
 class FasterWhisperTranscriber:
     name = "transcript"
 
-    def __init__(self, model_dir: Path, compute_type: str = "int8", threads: int = 0) -> None:
+    def __init__(self, model_dir: Path, compute_type: str = "int8", threads: int = 0, device: str = "cpu") -> None:
         files = [model_dir / n for n in ("model.bin", "config.json", "tokenizer.json")]
         if missing := [str(f) for f in files if not f.exists()]:
             raise ModelMissingError(f"Whisper model missing: {', '.join(missing)}; run `genguard models export`")
         from faster_whisper import WhisperModel
 
-        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
+        self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads)
         version = model_dir / "VERSION"
         self.version = version.read_text().strip() if version.exists() else f"whisper:{model_dir.name}"
 

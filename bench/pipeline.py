@@ -1,0 +1,99 @@
+"""Pipeline overhead: one video job at a time through the API, Kafka and one worker process (every
+job stage), next to the same clip judged and released in-process (the baseline: the work itself).
+Where the rest goes: the time from one status to the next in the job's own history.
+
+    .venv/bin/python bench/pipeline.py [--jobs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.figures import record  # noqa: E402
+from bench.load import stack  # noqa: E402
+from pipeline.local import ensure_redis  # noqa: E402
+from pipeline.prompt.gate import PromptGate  # noqa: E402
+from pipeline.records import Job  # noqa: E402
+from pipeline.release.produce import release_file, sign_with  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from pipeline.store.state import RedisVectorCache  # noqa: E402
+from pipeline.video.gate import VideoGate  # noqa: E402
+
+
+def in_process(clip: Path, tmp: Path, jobs: int) -> float:
+    models = ROOT / "var" / "models"
+    settings = Settings(var_dir=tmp / "inproc", environment="demo", text_model_dir=models / "minilm",
+                        whisper_model_dir=models / "whisper-base")
+    cache = RedisVectorCache(settings)
+    gate = VideoGate.from_settings(settings, PromptGate.from_settings(settings, cache), cache)
+    signer = sign_with(settings)
+    times = []
+    for n in range(jobs + 1):  # the first warms up
+        started = time.perf_counter()
+        decision, _, _ = gate.run(clip, None, "acme", f"inproc-{n}")
+        job = Job(job_id=f"inproc-{n}", tenant="acme", sha256="", media_uri="", status="allowed",
+                  decision=decision.model_dump(mode="json"))
+        release_file(clip, tmp / f"released-{n}.mp4", job, signer)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def through_pipeline(clip: Path, tmp: Path, jobs: int) -> tuple[float, dict[str, float]]:
+    """Median seconds from POST /v1/videos to `released`, and the median time in each status."""
+    video = clip.read_bytes()
+    with stack(1, tmp) as (api, key), httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"},
+                                                   timeout=60) as client:
+        totals, spans = [], {}
+        for n in range(jobs + 1):
+            started = time.perf_counter()
+            job_id = client.post("/v1/videos", files={"video": ("c.mp4", video, "video/mp4")}).json()["job_id"]
+            while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("released", "blocked",
+                                                                                   "review", "failed"):
+                time.sleep(0.01)
+            if job["status"] != "released":
+                raise SystemExit(f"job {job_id} ended {job['status']}: {job.get('error') or job.get('decision')}")
+            if n == 0:
+                continue  # warm-up
+            totals.append(time.perf_counter() - started)
+            at = [(h["status"], datetime.fromisoformat(h["at"])) for h in job["history"]]
+            for (status, t0), (_, t1) in pairwise(at):
+                spans.setdefault(status, []).append((t1 - t0).total_seconds())
+    return statistics.median(totals), {k: statistics.median(v) for k, v in spans.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=6)
+    args = ap.parse_args()
+    ensure_redis(Settings().redis_url, ROOT / "var")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        clip = tmp / "clip.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3",
+                        "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:v", "libx264", "-preset",
+                        "veryfast", "-c:a", "aac", "-shortest", str(clip)], check=True)
+        base = in_process(clip, tmp, args.jobs)
+        print(f"{'in-process: judge + release, 3 s 360p clip':<48} {base:6.2f} s a job (median of {args.jobs})")
+        total, spans = through_pipeline(clip, tmp, args.jobs)
+        print(f"{'API + Kafka + 1 worker, one job at a time':<48} {total:6.2f} s a job = {total / base:.2f}x "
+              "(target <= 1.25x)")
+        for status, seconds in spans.items():
+            print(f"    in {status:<12} {seconds:6.2f} s")
+    record("pipeline", "one job at a time, API + Kafka + worker", total, "s", ("in-process", base), "<= 1.25x")
+
+
+if __name__ == "__main__":
+    main()
