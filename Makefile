@@ -20,8 +20,10 @@ test: install models debian $(TESTDATA)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# Each script records its figures; the last line prints them as one table with baselines and targets.
 bench: install models debian $(TESTDATA)
 	$(BIN)/genguard redis
+	$(BIN)/python bench/figures.py --reset
 	$(BIN)/python bench/prompt_gate.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/video_gate.py
@@ -29,6 +31,8 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/roles.py
 	$(BIN)/python bench/text_encoders.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/figures.py
 
 lint: install
 	$(BIN)/ruff check .

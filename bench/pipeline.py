@@ -27,6 +27,7 @@ from bench.load import stack  # noqa: E402
 from pipeline.local import ensure_redis  # noqa: E402
 from pipeline.prompt.gate import PromptGate  # noqa: E402
 from pipeline.records import Job  # noqa: E402
+from pipeline.release import wmkeys  # noqa: E402
 from pipeline.release.produce import release_file, sign_with  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.store.state import RedisVectorCache  # noqa: E402
@@ -39,14 +40,14 @@ def in_process(clip: Path, tmp: Path, jobs: int) -> float:
                         whisper_model_dir=models / "whisper-base")
     cache = RedisVectorCache(settings)
     gate = VideoGate.from_settings(settings, PromptGate.from_settings(settings, cache), cache)
-    signer = sign_with(settings)
+    signer, keyring = sign_with(settings), wmkeys.load(settings)
     times = []
     for n in range(jobs + 1):  # the first warms up
         started = time.perf_counter()
         decision, _, _ = gate.run(clip, None, "acme", f"inproc-{n}")
         job = Job(job_id=f"inproc-{n}", tenant="acme", sha256="", media_uri="", status="allowed",
                   decision=decision.model_dump(mode="json"))
-        release_file(clip, tmp / f"released-{n}.mp4", job, signer)
+        release_file(clip, tmp / f"released-{n}.mp4", job, signer, keyring)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 

@@ -22,10 +22,12 @@ sys.path.insert(0, str(ROOT))
 from bench.figures import record  # noqa: E402
 from pipeline.media import Limits, probe  # noqa: E402
 from pipeline.records import Job  # noqa: E402
+from pipeline.release import wmkeys  # noqa: E402
 from pipeline.release.produce import moderation_summary  # noqa: E402
 from pipeline.release.provenance import dev_credentials, sign_media, signer_from  # noqa: E402
 from pipeline.release.verify import find_watermark  # noqa: E402
 from pipeline.release.watermark import MarkStyle, apply_marks  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 
 def cost(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -53,6 +55,7 @@ def main() -> None:
         info = probe(src, Limits())
         marked, signed = tmp / "marked.mp4", tmp / "signed.mp4"
         signer = signer_from(dev_credentials(tmp / "keys"))
+        ring = wmkeys.load(Settings(var_dir=tmp))
         job = Job(job_id="bench", tenant="bench", sha256="", media_uri="", status="allowed", decision={})
         steps = {
             "baseline: plain ffmpeg re-encode": lambda: subprocess.run(
@@ -61,7 +64,7 @@ def main() -> None:
                  str(tmp / "plain.mp4")], check=True),
             "visible mark only + re-encode": lambda: apply_marks(src, marked, info, style, tmp),
             "visible + invisible marks + re-encode": lambda: apply_marks(src, marked, info, style, tmp,
-                                                                         payload=0x5EC0DE42),
+                                                                         payload=(0x5EC0DE42, ring.key)),
             "C2PA sign (ES256, with ingredient)": lambda: sign_media(marked, signed, signer, moderation_summary(job),
                                                                      ingredient=src),
         }
@@ -85,7 +88,7 @@ def main() -> None:
                ("plain re-encode", floor_wall), "<= 1.1x")
         record("release", "release, CPU time", total_cpu, "s", ("plain re-encode", floor_cpu), "<= 1.1x")
         started = time.perf_counter()
-        found = find_watermark(signed)
+        found, _ = find_watermark(signed, ring)
         detect_s = time.perf_counter() - started
         print(f"{'invisible watermark read-back (verify)':<40} {detect_s:6.2f} s  "
               f"(payload {'found' if found.payload == 0x5EC0DE42 else 'NOT found'})")

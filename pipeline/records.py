@@ -64,6 +64,7 @@ class Job(BaseModel):
     review: dict[str, str] | None = None
     released_uri: str | None = None
     watermark: str | None = None  # the invisible payload, hex
+    watermark_key: str | None = None  # the id (never the secret) of the key it was embedded with
 
 
 def encode_vector(v: np.ndarray) -> str:
@@ -194,8 +195,7 @@ class StoredSignals(BaseModel):
 
 
 AuditEvent = Literal["prompt.verdict", "video.decision", "video.rejected", "review.action", "video.released",
-                     "key.created",
-                     "key.revoked", "policy.activated"]
+                     "key.created", "key.revoked", "watermark_key.rotated", "policy.activated"]
 
 
 class AuditRecord(BaseModel):

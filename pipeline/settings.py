@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     sign_cert_path: Path | None = Field(default=None, description="PEM chain (signer first); unset: dev PKI")
     sign_key_path: Path | None = Field(default=None, description="PEM private key for the signer")
     trust_anchors_path: Path | None = Field(default=None, description="PEM roots that verify trusts")
+    watermark_key_path: Path | None = Field(
+        default=None, description="Keyring of the invisible watermark (JSON, mode 0600); unset: a dev keyring "
+        "generated under var/keys")
     tsa_url: str | None = Field(default=None, description="RFC 3161 timestamp authority for signatures")
 
     api_host: str = "127.0.0.1"

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import Topics
+from pipeline.release import wmkeys
 from pipeline.settings import Settings
 from tests.helpers import SINTEL, clip, json_or_none, make_key, serve_api, start_worker, stop_all, upload, wait_for
 
@@ -121,7 +122,12 @@ def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_p
     body = report.json()
     assert body["state"] == "Trusted" and body["assertions"]["org.genguard.moderation"]["job_id"] == job_id
     assert "human review" in body["assertions"]["org.genguard.moderation"]["decision"]
-    assert body["watermark"] == {"present": True, "payload": body["watermark"]["payload"], "job_id": job_id}
+    ring = wmkeys.load(job_settings)  # the dev keyring the worker made under its var/keys
+    assert body["watermark"] == {"present": True, "payload": body["watermark"]["payload"],
+                                 "key_id": ring.current, "job_id": job_id}
+    job = httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth)
+    assert job.json()["watermark_key"] == ring.current
+    assert ring.key.hex() not in job.text + report.text  # the key's id travels, never the secret
     events = audit_events(job_settings, job_id)
     assert events["review.action"] == 1 and events["video.released"] == 1
     other = {"Authorization": f"Bearer {keys['globex']}"}

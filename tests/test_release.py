@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.media import Limits, decode, probe
 from pipeline.records import Job
+from pipeline.release import wmkeys
 from pipeline.release.invisible import encode_bits
 from pipeline.release.produce import moderation_summary, release_file
 from pipeline.release.provenance import (
@@ -24,6 +25,7 @@ from pipeline.release.provenance import (
 )
 from pipeline.release.verify import find_watermark
 from pipeline.release.watermark import MarkStyle, apply_marks
+from pipeline.settings import Settings
 from tests.helpers import SINTEL, ffmpeg
 
 JOB = Job(job_id="job-release-test", tenant="acme", sha256="ab" * 32, media_uri="", status="allowed",
@@ -41,22 +43,53 @@ PAYLOAD = 0x5EC0DE42
 
 
 @pytest.fixture(scope="module")
-def released(keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def keyring_settings(keys: Path) -> Settings:
+    return Settings(var_dir=keys.parent / "var-wm")  # the dev keyring is made under its var/keys
+
+
+@pytest.fixture(scope="module")
+def released(keys: Path, keyring_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("released") / "out.mp4"
-    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), payload=PAYLOAD) == PAYLOAD
+    ring = wmkeys.load(keyring_settings)
+    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), ring, payload=PAYLOAD) == PAYLOAD
     return dest
 
 
-def test_invisible_watermark_survives_reencode_and_manifest_strip(released: Path, tmp_path: Path) -> None:
-    assert find_watermark(released).payload == PAYLOAD
+def test_invisible_watermark_survives_reencode_and_manifest_strip(released: Path, keyring_settings: Settings,
+                                                                  tmp_path: Path) -> None:
+    ring = wmkeys.load(keyring_settings)
+    assert find_watermark(released, ring)[0].payload == PAYLOAD
     reencoded = tmp_path / "reencoded.mp4"
     ffmpeg("-i", str(released), "-c:v", "libx264", "-crf", "23", "-preset", "veryfast", "-c:a", "copy",
            str(reencoded))
     assert not read(reencoded).present  # the manifest is gone...
-    found = find_watermark(reencoded)  # ...the watermark is not
-    assert found.payload == PAYLOAD
+    found, key_id = find_watermark(reencoded, ring)  # ...the watermark is not
+    assert (found.payload, key_id) == (PAYLOAD, ring.current)
     assert np.mean(np.array(found.bits) == encode_bits(PAYLOAD)) == 1.0  # bit accuracy after CRF 23
-    assert find_watermark(SINTEL).payload is None  # no false positive on the unmarked original
+    assert find_watermark(SINTEL, ring)[0].payload is None  # no false positive on the unmarked original
+
+
+def test_watermark_key_is_a_secret_that_rotates(released: Path, keyring_settings: Settings, tmp_path: Path) -> None:
+    """The dev keyring is private (0600); a payload cannot be read without the key it was embedded with;
+    after a rotation old releases stay readable under their key id; the secret is in no repr."""
+    path = wmkeys.path_of(keyring_settings)
+    assert path.stat().st_mode & 0o777 == 0o600
+    old = wmkeys.load(keyring_settings)
+    stranger = wmkeys.Keyring("other", {"other": b"x" * 32})
+    assert find_watermark(released, stranger) == (find_watermark(released, stranger)[0], None)
+    assert find_watermark(released, stranger)[0].payload is None
+    new_id = wmkeys.rotate(keyring_settings)
+    ring = wmkeys.load(keyring_settings)
+    assert ring.current == new_id != old.current and set(ring.keys) == {old.current, new_id}
+    assert find_watermark(released, ring)[1] == old.current and path.stat().st_mode & 0o777 == 0o600
+    assert old.key.hex() not in repr(ring) and old.key.hex() not in str(ring)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"current": "a", "keys": {"a": "zz' + old.key.hex() + '"}}')
+    with pytest.raises(wmkeys.KeyringError, match=str(broken)) as e:
+        wmkeys.load(Settings(watermark_key_path=broken))
+    assert old.key.hex() not in str(e.value)
+    with pytest.raises(wmkeys.KeyringError, match="does not exist"):
+        wmkeys.load(Settings(watermark_key_path=tmp_path / "missing.json"))
 
 
 def test_manifest_records_the_watermark(released: Path) -> None:
@@ -99,7 +132,8 @@ def test_a_key_that_never_leaves_its_kms_signs_through_the_release_path(keys: Pa
     clip = tmp_path / "short.mp4"
     ffmpeg("-i", str(SINTEL), "-t", "1.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))
     out = tmp_path / "kms.mp4"
-    release_file(clip, out, JOB, callback_signer(kms_sign, creds.chain_pem), payload=PAYLOAD)
+    release_file(clip, out, JOB, callback_signer(kms_sign, creds.chain_pem), wmkeys.Keyring("k", {"k": b"k" * 16}),
+                 payload=PAYLOAD)
     found = read(out, creds.root_pem)
     assert calls, "the callback was never asked to sign"
     assert found.state == "Trusted" and found.signer == "genguard dev signer"

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
+from pipeline import worker as worker_module
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest, Topics
 from pipeline.settings import Settings
@@ -103,11 +104,16 @@ def test_prompts_become_verdicts_and_audit_records_once(settings: Settings,
 
 
 def test_worker_config_bounds_in_flight_work(settings: Settings, gate: PromptGate) -> None:
-    s = settings.model_copy(update={"worker_concurrency": 3, "topic_partitions": 6, "worker_name": "cfg"})
-    app = build_app(s, prompts=gate, stages=["prompt"])
-    assert app.conf.id == "cfg-prompt"  # a role is its own consumer group
+    s = settings.model_copy(update={"worker_concurrency": 3, "topic_partitions": 6, "worker_name": "cfg",
+                                    "prompt_batch_max": 8, "fetch_max_wait_ms": 7})
+    app = build_app(s, stages=["media"])
+    assert app.conf.id == "cfg-media"  # a role is its own consumer group
     assert app.conf.topic_partitions == 6 and app.conf.stream_buffer_maxsize == 12
     assert [a.concurrency for a in app.agents.values()] == [3]
+    # the prompt stage's messages share model calls: it takes a batch's worth at once
+    app = build_app(s, prompts=gate, stages=["prompt"])
+    assert [a.concurrency for a in app.agents.values()] == [8] and app.conf.stream_buffer_maxsize == 32
+    assert isinstance(app.transport, worker_module._Transport) and app.fetch_max_wait_ms == 7
     with pytest.raises(ValueError, match="unknown stages"):
         build_app(s, prompts=gate, stages=["prompt", "frame"])
 

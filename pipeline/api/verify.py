@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from pipeline.api.deps import require, services, spooled
 from pipeline.api.errors import ERRORS
 from pipeline.media import limits_of
-from pipeline.release import verify
+from pipeline.release import verify, wmkeys
 from pipeline.release.produce import trust_anchors
 from pipeline.store.state import ApiKey
 
@@ -33,5 +33,6 @@ async def verify_video(request: Request, key: Annotated[ApiKey, Depends(require(
     """Is there a C2PA manifest, who signed it, is it valid and trusted, what does it say?"""
     svc = services(request)
     async with spooled(video, svc.settings, ".mp4") as path:
-        found = await verify.report(path, trust_anchors(svc.settings), svc.stages.jobs, limits_of(svc.settings))
+        found = await verify.report(path, trust_anchors(svc.settings), svc.stages.jobs, wmkeys.load(svc.settings),
+                                    limits_of(svc.settings))
     return VerifyReport(**found)

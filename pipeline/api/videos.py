@@ -31,6 +31,7 @@ class JobView(BaseModel):
     error: dict[str, str] | None = None
     decision: dict[str, Any] | None = None
     review: dict[str, str] | None = None
+    watermark_key: str | None = None  # the id of the invisible watermark's key, once released (never the key)
 
 
 def job_view(job: Job) -> JobView:
@@ -38,7 +39,7 @@ def job_view(job: Job) -> JobView:
     reviewed = (job.review or {}).get("decision") and ("allow" if job.status == "allowed" else "block")
     return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, history=job.history,
                    action=reviewed or (decided or {}).get("action"), error=job.error, decision=decided,
-                   review=job.review)
+                   review=job.review, watermark_key=job.watermark_key)
 
 
 @router.post("/v1/videos", status_code=202, response_model=JobView, responses={**ERRORS, 415: {"model": ErrorResponse}})

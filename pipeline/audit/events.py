@@ -56,7 +56,13 @@ def review_action(job: Job, reviewer: str, approve: bool, reason: str) -> AuditR
 def video_released(job: Job, released_sha256: str, payload: str, actor: str) -> AuditRecord:
     return AuditRecord(audit_id=audit_id(job.job_id, "video.released"), event="video.released", actor=actor,
                        tenant=job.tenant, subject=job.job_id, content_sha256=released_sha256, action="allow",
-                       reason=f"invisible watermark {payload} + visible mark + signed C2PA")
+                       reason=f"invisible watermark {payload} (key {job.watermark_key}) + visible mark + signed C2PA")
+
+
+def watermark_key_rotated(key_id: str, actor: str) -> AuditRecord:
+    """A new current watermark key, by id; never the secret."""
+    return AuditRecord(event="watermark_key.rotated", actor=actor, tenant="*", subject=key_id,
+                       reason="new current key for the invisible watermark; earlier keys kept for detection")
 
 
 def key_changed(event: AuditEvent, key_id: str, tenant: str, name: str, scopes: list[str], actor: str) -> AuditRecord:

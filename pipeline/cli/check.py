@@ -54,13 +54,15 @@ def _release(video: Path, out: Path, decision: VideoDecision, gate: VideoGate, t
              quiet: bool) -> None:
     """Mark and sign an allowed video into ``out``, and remember its watermark so verify can name the job."""
     from pipeline.records import Job
+    from pipeline.release import wmkeys
     from pipeline.release.produce import release_file, sign_with
     from pipeline.store.state import JobLedger
 
     s = settings()
     job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
               prompt=prompt, decision=decision.model_dump(mode="json"))
-    payload = release_file(video, out, job, sign_with(s), gate.policies.for_tenant(tenant).policy.release)
+    payload = release_file(video, out, job, sign_with(s), wmkeys.load(s),
+                           gate.policies.for_tenant(tenant).policy.release)
     with_state(lambda state: JobLedger(state).map_watermark(f"{payload:08x}", job.job_id))
     click.echo(f"  released: {out} (check it with: genguard verify {out})", err=quiet)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,3 +81,18 @@ def keys_revoke(key_id: str) -> None:
     if not with_state(revoke):
         raise click.ClickException(f"no key {key_id}")
     click.echo(f"revoked {key_id}")
+
+
+@keys.command("rotate-watermark")
+def keys_rotate_watermark() -> None:
+    """Make a new current key for the invisible watermark (GENGUARD_WATERMARK_KEY_PATH, else the dev
+    keyring); earlier keys stay, so earlier releases stay readable. Prints the new key's id only."""
+    from pipeline.audit import events
+    from pipeline.kafka import publish_audit
+    from pipeline.release import wmkeys
+
+    s = settings()
+    key_id = wmkeys.rotate(s)
+    record = events.watermark_key_rotated(key_id, f"cli:{getpass.getuser()}")
+    asyncio.run(publish_audit(s, [record]))
+    click.echo(f"watermark key {key_id} is now current ({wmkeys.path_of(s)})")

@@ -52,12 +52,13 @@ def verify(video: Path, trust: Path | None, as_json: bool) -> None:
     re-encoded). Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
     from pipeline.media import limits_of
     from pipeline.release import verify as layers
+    from pipeline.release import wmkeys
     from pipeline.release.produce import trust_anchors
     from pipeline.store.state import JobLedger
 
     s = settings()
     anchors = trust.read_bytes() if trust else trust_anchors(s)
-    found = with_state(lambda state: layers.report(video, anchors, JobLedger(state), limits_of(s)))
+    found = with_state(lambda state: layers.report(video, anchors, JobLedger(state), wmkeys.load(s), limits_of(s)))
     ok = found["present"] and found["state"] in ("Valid", "Trusted")
     if as_json:
         click.echo(json.dumps(found, indent=2))

@@ -4,12 +4,16 @@ mark, an H.264 re-encode and a manifest strip, and pooling over frames beats the
 
 Embedding is part of the release filter graph (ffmpeg ``blend=grainmerge`` adds the signed
 pattern), so it costs one extra input, not a second encode. Detection correlates each frame's
-high-passed, downsampled luma with each bit's pseudo-noise pattern and sums over frames.
+high-passed, downsampled luma with each bit's pseudo-noise pattern and sums over frames. The
+patterns come from a secret key (``pipeline.release.wmkeys``): without it a payload can be neither
+forged nor cancelled.
 """
 
 from __future__ import annotations
 
 import binascii
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +22,6 @@ from PIL import Image
 CELL_PX = 2.8  # a pattern cell spans about this many pixels of the short side (256 cells at 720p)
 BITS = 48
 AMPLITUDE = 4.0  # luma levels (about 36 dB PSNR)
-SEED = 0x67656E67  # the pattern key; a deployment should set its own secret
 
 
 def grid_for(width: int, height: int) -> int:
@@ -26,8 +29,10 @@ def grid_for(width: int, height: int) -> int:
     return int(np.clip(min(width, height) / CELL_PX // 32 * 32, 64, 256))
 
 
-def _patterns(grid: int, seed: int = SEED) -> np.ndarray:
-    rng = np.random.default_rng(seed + grid)
+def _patterns(grid: int, key: bytes) -> np.ndarray:
+    """Each bit's pseudo-noise pattern, drawn from a seed only the key's holder can derive."""
+    seed = hmac.new(key, f"genguard-invisible-pattern:{grid}".encode(), hashlib.sha256).digest()
+    rng = np.random.default_rng(int.from_bytes(seed[:16], "big"))
     return rng.choice([-1.0, 1.0], size=(BITS, grid, grid))
 
 
@@ -40,12 +45,12 @@ def encode_bits(payload: int) -> np.ndarray:
     return np.array([(word >> (BITS - 1 - i)) & 1 for i in range(BITS)], dtype=np.int8)
 
 
-def pattern_yuv(payload: int, width: int, height: int, seed: int = SEED) -> bytes:
+def pattern_yuv(payload: int, width: int, height: int, key: bytes) -> bytes:
     """One raw yuv420p frame: luma ``128 + amplitude * pattern``, neutral chroma. ffmpeg's
     grainmerge (A + B - 128, per plane) then adds the pattern to luma and leaves colour alone,
     without a round trip through RGB."""
     signs = encode_bits(payload) * 2 - 1
-    field = np.tensordot(signs, _patterns(grid_for(width, height), seed), axes=1) / np.sqrt(BITS)
+    field = np.tensordot(signs, _patterns(grid_for(width, height), key), axes=1) / np.sqrt(BITS)
     grid = Image.fromarray((field * AMPLITUDE).astype(np.float32), mode="F").resize((width, height),
                                                                                    Image.Resampling.BILINEAR)
     luma = np.clip(128 + np.asarray(grid), 0, 255).round().astype(np.uint8)
@@ -68,11 +73,11 @@ def _cells(frame: np.ndarray, grid: int) -> np.ndarray:
     return small - blurred
 
 
-def detect(frames: list[np.ndarray], seed: int = SEED) -> Detection:
+def detect(frames: list[np.ndarray], key: bytes) -> Detection:
     if not frames:
         return Detection(None, ())
     grid = grid_for(frames[0].shape[1], frames[0].shape[0])
-    patterns = _patterns(grid, seed)
+    patterns = _patterns(grid, key)
     scores = np.zeros(BITS)
     for frame in frames:
         scores += np.tensordot(patterns, _cells(frame, grid), axes=([1, 2], [0, 1]))

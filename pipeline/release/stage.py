@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import replace
 
 from pipeline.audit import events
 from pipeline.records import Job, JobMessage, Topics
+from pipeline.release import wmkeys
 from pipeline.release.produce import release_file, sign_with
 from pipeline.stages import StageContext
 
@@ -18,13 +20,17 @@ async def release(st: StageContext, msg: JobMessage) -> Job | None:
         return None
     dest = st.store.released_path(job.job_id)
     payload = job.watermark or f"{secrets.randbits(32):08x}"
-    await st.jobs.update(job.job_id, watermark=payload)  # before the file, so a retry embeds the same one
+    keyring = wmkeys.load(st.settings)
+    key_id = job.watermark_key if job.watermark_key in keyring.keys else keyring.current
+    # both before the file, so a retry embeds the same payload with the same key
+    job = await st.jobs.update(job.job_id, watermark=payload, watermark_key=key_id)
     await st.jobs.map_watermark(payload, job.job_id)
     if not dest.exists():
         signer = sign_with(st.settings)
         src = st.store.local_path(job.media_uri)
         tenant = st.policies.for_tenant(job.tenant).policy.release
-        await st.run(lambda: release_file(src, dest, job, signer, tenant, int(payload, 16)), "release")
+        await st.run(lambda: release_file(src, dest, job, signer, replace(keyring, current=key_id), tenant,
+                                          int(payload, 16)), "release")
     job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     await st.audit(events.video_released(job, digest, payload, f"worker:{st.settings.worker_name}"))

@@ -67,9 +67,9 @@ def path_expr(style: MarkStyle) -> tuple[str, str]:
 
 
 def apply_marks(src: Path, dest: Path, probe: Probe, style: MarkStyle, work_dir: Path,
-                payload: int | None = None) -> None:
-    """One encode: the invisible pattern added to every frame (when ``payload`` is given), then the
-    visible mark on top."""
+                payload: tuple[int, bytes] | None = None) -> None:
+    """One encode: the invisible pattern of ``payload`` (value, watermark key) added to every frame,
+    then the visible mark on top."""
     mark = work_dir / "mark.png"
     mark.write_bytes(mark_png(style, probe.width))
     x, y = path_expr(style)
@@ -79,7 +79,7 @@ def apply_marks(src: Path, dest: Path, probe: Probe, style: MarkStyle, work_dir:
     base = "[0:v]" if probe.pix_fmt == "yuv420p" else "[0:v]format=yuv420p[v0];[v0]"
     if payload is not None:
         pattern = work_dir / "pattern.yuv"
-        pattern.write_bytes(pattern_yuv(payload, probe.width, probe.height))
+        pattern.write_bytes(pattern_yuv(payload[0], probe.width, probe.height, payload[1]))
         inputs += ["-stream_loop", "-1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s",
                    f"{probe.width}x{probe.height}", "-i", str(pattern)]
         base += "[2:v]blend=all_mode=grainmerge:shortest=1[w];[w]"
