@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.figures import record  # noqa: E402
-from bench.load import stack  # noqa: E402
+from bench.load import small_clip, stack  # noqa: E402
 from pipeline.local import ensure_redis  # noqa: E402
 from pipeline.prompt.gate import PromptGate  # noqa: E402
 from pipeline.records import Job  # noqa: E402
@@ -82,10 +81,7 @@ def main() -> None:
     ensure_redis(Settings().redis_url, ROOT / "var")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        clip = tmp / "clip.mp4"
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3",
-                        "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:v", "libx264", "-preset",
-                        "veryfast", "-c:a", "aac", "-shortest", str(clip)], check=True)
+        clip = small_clip(tmp / "clip.mp4")
         base = in_process(clip, tmp, args.jobs)
         print(f"{'in-process: judge + release, 3 s 360p clip':<48} {base:6.2f} s a job (median of {args.jobs})")
         total, spans = through_pipeline(clip, tmp, args.jobs)

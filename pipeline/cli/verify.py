@@ -18,7 +18,7 @@ def _print_report(video: Path, found: dict[str, Any], tsa_url: str | None) -> No
     mark = found["watermark"]
     if mark["present"]:
         job = mark["job_id"] or "unknown to this deployment"
-        click.echo(f"{video}: invisible watermark {mark['payload']} -> job {job}")
+        click.echo(f"{video}: invisible watermark {mark['payload']} (key {mark['key_id']}) -> job {job}")
     else:
         click.echo(f"{video}: no invisible watermark found")
     if not found["present"]:
