@@ -235,12 +235,15 @@ def report(results: dict[int, list[Step]], targets: dict[str, float]) -> None:
                   + (f"broken from {where:g}/s" if where else "held at every rate tried"))
 
 
+def _rates(value: str) -> list[float]:
+    return [float(x) for x in value.split(",") if x]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=15, help="per prompt step (video steps run twice as long)")
-    rates = lambda v: [float(x) for x in v.split(",") if x]  # noqa: E731
-    ap.add_argument("--prompt-rates", type=rates, default=[25, 50, 100, 200, 300])
-    ap.add_argument("--video-rates", type=rates, default=[0.5, 1, 1.5])
+    ap.add_argument("--prompt-rates", type=_rates, default=[25, 50, 100, 200, 300])
+    ap.add_argument("--video-rates", type=_rates, default=[0.5, 1, 1.5])
     ap.add_argument("--prompt-p99-ms", type=float, default=50.0)
     ap.add_argument("--video-p99-s", type=float, default=20.0)
     ap.add_argument("--video-deadline", type=float, default=240.0, help="a job not decided by then is an error")

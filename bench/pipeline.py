@@ -46,7 +46,7 @@ def in_process(clip: Path, tmp: Path, jobs: int) -> float:
         decision, _, _ = gate.run(clip, None, "acme", f"inproc-{n}")
         job = Job(job_id=f"inproc-{n}", tenant="acme", sha256="", media_uri="", status="allowed",
                   decision=decision.model_dump(mode="json"))
-        release_file(clip, tmp / f"released-{n}.mp4", job, signer, keyring)
+        release_file(clip, tmp / f"released-{n}.mp4", job, signer, keyring.key)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 

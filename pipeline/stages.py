@@ -46,6 +46,11 @@ class Stage:
     message: type[BaseModel] = JobMessage  # what its topic carries (malformed ones go to the DLQ)
     batched: bool = False  # its messages share model calls: the worker runs up to prompt_batch_max at once
 
+    def concurrency(self, settings: Settings) -> int:
+        """Messages one worker runs at once in this stage."""
+        s = settings
+        return max(s.worker_concurrency, s.prompt_batch_max) if self.batched else s.worker_concurrency
+
     def load_handler(self) -> Callable[..., Awaitable[Any]]:
         module, _, fn = self.handler.partition(":")
         return getattr(importlib.import_module(module), fn)

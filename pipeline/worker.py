@@ -143,9 +143,7 @@ def _agent(app: faust.App, topic: faust.TopicT, stage: Stage, ctx: StageContext,
                 await dead_letter(stage.topic, raw, f"{type(e).__name__}: {e}")
 
     run.__name__ = stage.name
-    s = ctx.settings
-    concurrency = max(s.worker_concurrency, s.prompt_batch_max) if stage.batched else s.worker_concurrency
-    app.agent(topic, name=f"genguard.{stage.name}", concurrency=concurrency)(run)
+    app.agent(topic, name=f"genguard.{stage.name}", concurrency=stage.concurrency(ctx.settings))(run)
 
 
 def build_app(settings: Settings, prompts: PromptGate | None = None,
@@ -154,8 +152,7 @@ def build_app(settings: Settings, prompts: PromptGate | None = None,
     (``<name>-<stages>``), so each role scales on its own and replicas of a role share partitions."""
     chosen = table.parse(stages)
     group = table.group_id(settings, chosen)
-    batched = any(STAGES[n].batched for n in chosen)  # a batched stage takes more at once (see _agent)
-    app = _app(settings, group, max(settings.worker_concurrency, settings.prompt_batch_max if batched else 1))
+    app = _app(settings, group, max(STAGES[n].concurrency(settings) for n in chosen))
     topics = {name: app.topic(name, value_type=bytes, key_type=bytes) for name in Topics.all()}
     state = State(settings)
 

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +54,7 @@ def keyring_settings(keys: Path) -> Settings:
 def released(keys: Path, keyring_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("released") / "out.mp4"
     ring = wmkeys.load(keyring_settings)
-    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), ring, payload=PAYLOAD) == PAYLOAD
+    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), ring.key, payload=PAYLOAD) == PAYLOAD
     return dest
 
 
@@ -132,8 +135,7 @@ def test_a_key_that_never_leaves_its_kms_signs_through_the_release_path(keys: Pa
     clip = tmp_path / "short.mp4"
     ffmpeg("-i", str(SINTEL), "-t", "1.5", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(clip))
     out = tmp_path / "kms.mp4"
-    release_file(clip, out, JOB, callback_signer(kms_sign, creds.chain_pem), wmkeys.Keyring("k", {"k": b"k" * 16}),
-                 payload=PAYLOAD)
+    release_file(clip, out, JOB, callback_signer(kms_sign, creds.chain_pem), b"k" * 16, payload=PAYLOAD)
     found = read(out, creds.root_pem)
     assert calls, "the callback was never asked to sign"
     assert found.state == "Trusted" and found.signer == "genguard dev signer"
@@ -234,3 +236,18 @@ def test_tenant_mark_and_prompt_opt_in() -> None:
     assert style_for(engine.load(root / "policies/default.yaml").policy.release, job).text == "AI-generated · acme"
     assert moderation_summary(job, include_prompt=True)["prompt"] == "a secret prompt"
     assert "prompt" not in moderation_summary(job)
+
+
+def test_rotate_watermark_command_prints_only_the_id(settings: Settings, tmp_path: Path) -> None:
+    """`genguard keys rotate-watermark` on a configured path with no keyring yet makes the first key,
+    a second run adds one; neither prints a secret (the audit record goes to the real broker)."""
+    path = tmp_path / "ring.json"
+    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": settings.embedded_kafka_addr,
+           "GENGUARD_VAR_DIR": str(tmp_path), "GENGUARD_WATERMARK_KEY_PATH": str(path)}
+    outs = [subprocess.run([sys.executable, "-m", "pipeline.cli", "keys", "rotate-watermark"], env=env,
+                           cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+            for _ in range(2)]
+    assert [o.returncode for o in outs] == [0, 0], outs[-1].stderr
+    ring = json.loads(path.read_text())
+    assert len(ring["keys"]) == 2 and ring["current"] in outs[1].stdout
+    assert not any(secret in o.stdout + o.stderr for secret in ring["keys"].values() for o in outs)

@@ -61,7 +61,7 @@ def _release(video: Path, out: Path, decision: VideoDecision, gate: VideoGate, t
     s = settings()
     job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
               prompt=prompt, decision=decision.model_dump(mode="json"))
-    payload = release_file(video, out, job, sign_with(s), wmkeys.load(s),
+    payload = release_file(video, out, job, sign_with(s), wmkeys.load(s).key,
                            gate.policies.for_tenant(tenant).policy.release)
     with_state(lambda state: JobLedger(state).map_watermark(f"{payload:08x}", job.job_id))
     click.echo(f"  released: {out} (check it with: genguard verify {out})", err=quiet)

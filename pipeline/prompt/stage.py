@@ -41,23 +41,22 @@ def decide(gate: PromptGate, request: PromptRequest, source: str, store: SignalS
 def decide_many(gate: PromptGate, requests: Sequence[PromptRequest], sources: Sequence[str],
                 store: SignalStore | None = None) -> list[Verdict]:
     """As ``decide`` for a batch checked together; each verdict is the one its request gets alone."""
-    verdicts: dict[int, Verdict] = {}
-    valid: list[int] = []
+    verdicts: list[Verdict | None] = [None] * len(requests)
     for i, request in enumerate(requests):
         try:
             gate.validate(request)
-            valid.append(i)
         except InputError as e:
             verdicts[i] = failed_verdict(gate, request, e.code, str(e))
-    checked = dict(zip(valid, _checked(gate, [requests[i] for i in valid]), strict=True))
-    for i, (verdict, obs) in checked.items():
+    valid = [i for i, v in enumerate(verdicts) if v is None]
+    for i, (verdict, obs) in zip(valid, _checked(gate, [requests[i] for i in valid]), strict=True):
         verdicts[i] = verdict
         if store is not None and obs is not None:
             _keep(store, requests[i], verdict, obs)
-    for i, source in enumerate(sources):
-        VERDICTS.labels(verdicts[i].action, source).inc()
-        CHECK_SECONDS.labels(source).observe(verdicts[i].latency_ms / 1000)
-    return [verdicts[i] for i in range(len(requests))]
+    done = [v for v in verdicts if v is not None]
+    for verdict, source in zip(done, sources, strict=True):
+        VERDICTS.labels(verdict.action, source).inc()
+        CHECK_SECONDS.labels(source).observe(verdict.latency_ms / 1000)
+    return done
 
 
 def _checked(gate: PromptGate, requests: list[PromptRequest]) -> list[tuple[Verdict, Observation | None]]:
@@ -90,13 +89,16 @@ class Batcher:
     def __init__(self, gate: PromptGate, store: SignalStore | None, max_batch: int, max_wait_s: float) -> None:
         self.gate, self.store, self.max_batch, self.max_wait_s = gate, store, max_batch, max_wait_s
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: list[tuple[PromptRequest, str, asyncio.Future[Verdict]]] = []
+        self.leading = False  # a task is collecting the next batch
+        self.slot = asyncio.Lock()  # one batch runs at a time
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def _bind(self) -> None:
         """Queue and lock belong to one event loop (tests and the CLI may run several in turn)."""
         loop = asyncio.get_running_loop()
         if loop is not self.loop:
-            self.loop, self.pending, self.leading, self.slot = loop, [], False, asyncio.Lock()
-            self.tasks: set[asyncio.Task[None]] = set()
+            self.loop, self.pending, self.leading, self.slot, self.tasks = loop, [], False, asyncio.Lock(), set()
 
     async def decide(self, request: PromptRequest, source: str) -> Verdict:
         self._bind()

@@ -16,7 +16,6 @@ from pipeline.media import Limits, probe
 from pipeline.records import Job
 from pipeline.release.provenance import Credentials, dev_credentials, sign_media, signer_from
 from pipeline.release.watermark import MarkStyle, apply_marks
-from pipeline.release.wmkeys import Keyring
 from pipeline.settings import Settings
 from policies.schema import Release
 
@@ -60,17 +59,17 @@ def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]
     return summary
 
 
-def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, keyring: Keyring,
+def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, watermark_key: bytes,
                  settings: Release | None = None, payload: int | None = None) -> int:
-    """Watermark ``src`` (invisible payload under the keyring's current key + visible mark) and sign
-    the result into ``dest`` (written atomically). Returns the invisible payload."""
+    """Watermark ``src`` (invisible payload under ``watermark_key`` + visible mark) and sign the result
+    into ``dest`` (written atomically). Returns the invisible payload."""
     payload = secrets.randbits(32) if payload is None else payload
     info = probe(src, Limits(max_bytes=1 << 40, max_duration_s=1e9, max_width=1 << 16, max_height=1 << 16))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         marked = Path(tmp) / "marked.mp4"
         tenant = settings or Release()
-        apply_marks(src, marked, info, style_for(tenant, job), Path(tmp), (payload, keyring.key))
+        apply_marks(src, marked, info, style_for(tenant, job), Path(tmp), (payload, watermark_key))
         signed = Path(tmp) / "signed.mp4"
         sign_media(marked, signed, signer, moderation_summary(job, tenant.include_prompt), ingredient=src,
                    watermark=payload)

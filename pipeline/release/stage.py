@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import replace
 
 from pipeline.audit import events
 from pipeline.records import Job, JobMessage, Topics
@@ -29,7 +28,7 @@ async def release(st: StageContext, msg: JobMessage) -> Job | None:
         signer = sign_with(st.settings)
         src = st.store.local_path(job.media_uri)
         tenant = st.policies.for_tenant(job.tenant).policy.release
-        await st.run(lambda: release_file(src, dest, job, signer, replace(keyring, current=key_id), tenant,
+        await st.run(lambda: release_file(src, dest, job, signer, keyring.keys[key_id], tenant,
                                           int(payload, 16)), "release")
     job = await st.jobs.update(job.job_id, "released", released_uri=st.store.uri_of(dest))
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
