@@ -1,7 +1,8 @@
 """The small interfaces every model sits behind, so a new model is one new file plus one registry row.
 
-``Classifier`` scores a batch (text or frames); ``Transcriber`` turns audio into timed text;
-``VectorCache`` keeps embeddings of policy phrases between processes.
+``Classifier`` scores a batch (text or frames); ``FaceEncoder`` finds faces and describes who they
+are; ``Transcriber`` turns audio into timed text; ``VectorCache`` keeps embeddings of policy phrases
+between processes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,23 @@ class Classifier(Protocol):
     outputs: Sequence[str]
 
     def score(self, batch: Sequence[Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    box: tuple[int, int, int, int]  # left, top, right, bottom in pixels of the image it was found in
+    score: float  # the detector's confidence
+    embedding: np.ndarray  # identity descriptor: faces of one person lie close together
+
+
+@runtime_checkable
+class FaceEncoder(Protocol):
+    """Finds the faces in each image, each with an identity embedding (matched against consent, not scored)."""
+
+    name: str
+    version: str
+
+    def faces(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,21 +10,22 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from classifiers.base import Classifier, ModelMissingError
+from classifiers.base import Classifier, FaceEncoder, ModelMissingError
 
 log = logging.getLogger("genguard.classifiers")
-Modality = Literal["text", "frames"]
+Modality = Literal["text", "frames", "faces"]
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     name: str  # the signal name policies declare under `signals:`
-    modality: Modality  # text: prompts and transcript segments; frames: sampled video frames and images
+    modality: Modality  # text: prompts and transcript segments; frames: sampled video frames and images;
+    # faces: face finders over the same frames and images, matched against the consent registry
     target: str  # "module:Class", constructed with no arguments; raises ModelMissingError when absent
 
-    def load(self) -> Classifier:
+    def load(self) -> Classifier | FaceEncoder:
         module, _, attr = self.target.partition(":")
         try:
             made = getattr(importlib.import_module(module), attr)()
@@ -45,7 +46,7 @@ def register(entry: Entry) -> Entry:
     return entry
 
 
-def load(modality: Modality, errors: dict[str, str]) -> list[Classifier]:
+def load(modality: Modality, errors: dict[str, str]) -> list[Any]:
     """Every registered model of ``modality``; one that cannot load is recorded in ``errors`` (its
     signal then fails closed, or is unscored where the policy marks it optional), never fatal."""
     loaded = []
@@ -64,3 +65,4 @@ register(Entry("profanity", "text", "classifiers.profanity:ProfanityClassifier")
 register(Entry("text_model", "text", "classifiers.text_model:TextModel"))  # genguard's own, multilingual
 register(Entry("nsfw", "frames", "classifiers.nsfw:OpenNsfwClassifier"))  # Yahoo open_nsfw, shipped ONNX
 register(Entry("nudenet", "frames", "classifiers.nudenet:NudeNetClassifier"))  # the opt-in extra
+register(Entry("faces", "faces", "classifiers.faces:DlibFaces"))  # dlib HOG + 5-point + ResNet (public domain)

@@ -47,6 +47,9 @@ class JobMessage(BaseModel):
     part: Literal["frames", "audio", ""] = ""
 
 
+CREATOR = r"^[A-Za-z0-9_.:-]{1,128}$"  # a tenant's pseudonymous id of the person who asked; never an e-mail
+
+
 class Job(BaseModel):
     """The ledger entry of a video job in Redis: the source of truth for where it stands."""
 
@@ -54,6 +57,7 @@ class Job(BaseModel):
     tenant: str
     status: JobStatus = "queued"
     actor: str = "anonymous"
+    creator: str | None = Field(None, pattern=CREATOR, description="who asked for the video (likeness grants)")
     sha256: str
     media_uri: str
     filename: str = ""
@@ -133,11 +137,23 @@ class Observation(BaseModel):
     _normalized: NormalizedText | None = PrivateAttr(None)  # kept by the process that observed it
 
 
+class FaceSeen(BaseModel):
+    """A face in a sampled frame or an image: where, how sure, and who (once judged)."""
+
+    box: tuple[int, int, int, int] = Field(description="left, top, right, bottom in pixels of the sampled frame")
+    score: float
+    embedding: str | None = Field(None, description="base64 float16 identity embedding; dropped from decisions")
+    person_id: str | None = Field(None, description="the enrolled person it matched, if any")
+    distance: float | None = Field(None, description="embedding distance to that person's nearest enrolment")
+    granted: bool | None = Field(None, description="whether that person granted this creator the use")
+
+
 class FrameSample(BaseModel):
     t: float
     reasons: list[str]
     pdq: str | None = None
     pdq_quality: int | None = None
+    faces: list[FaceSeen] = []
 
 
 class Spoken(BaseModel):
@@ -178,6 +194,21 @@ class VideoDecision(Evaluation):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ImageVerdict(Evaluation):
+    """The decision on a reference image (image-to-video): like a prompt's verdict, plus the faces."""
+
+    request_id: str
+    tenant: str
+    sha256: str
+    width: int
+    height: int
+    faces: list[FaceSeen] = []
+    consent_attested: bool = False
+    model_versions: dict[str, str] = {}
+    latency_ms: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class StoredSignals(BaseModel):
     """One line of the signal store that replay reads: the observation (of a prompt or of a
     video) and the live decision."""
@@ -194,8 +225,9 @@ class StoredSignals(BaseModel):
     policy_version: str
 
 
-AuditEvent = Literal["prompt.verdict", "video.decision", "video.rejected", "review.action", "video.released",
-                     "key.created", "key.revoked", "watermark_key.rotated", "policy.activated"]
+AuditEvent = Literal["prompt.verdict", "image.verdict", "video.decision", "video.rejected", "review.action",
+                     "video.released", "key.created", "key.revoked", "watermark_key.rotated", "policy.activated",
+                     "likeness.enrolled", "likeness.granted", "likeness.revoked", "likeness.erased"]
 
 
 class AuditRecord(BaseModel):

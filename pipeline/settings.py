@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     max_video_side: int = 3840
     sample_fps: float = 1.0
     max_frames: int = 48
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, description="Largest reference image accepted.")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="Largest reference image in pixels, "
+                                  "checked from its header before decoding (a 10,000 x 10,000 image is refused).")
     frame_side: int = Field(default=640, ge=64, le=3840,
                             description="Long side sampled frames are scaled to (once) for every frame model.")
 

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("genguard.stages")
 Publish = Callable[[str, str, bytes], Awaitable[None]]
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class InProgress(RuntimeError):
+    """The same request id is being checked elsewhere right now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +159,19 @@ class StageContext:
 
     async def done(self, stage: str, job_id: str, result: str = "done") -> None:
         await self.state.complete(stage, job_id, result)
+
+    async def once(self, ledger: str, subject: str, model: type[M], work: Callable[[], Awaitable[M]]) -> tuple[M, bool]:
+        """``work``'s result and whether it is a replay: a subject already done returns what it
+        returned then (nothing published again); one claimed elsewhere raises InProgress; a failure
+        gives the claim back so a retry can run."""
+        if cached := await self.state.result(ledger, subject):
+            return model.model_validate_json(cached), True
+        if not await self.state.claim(ledger, subject):
+            raise InProgress(subject)
+        try:
+            result = await work()
+        except BaseException:
+            await self.state.release(ledger, subject)
+            raise
+        await self.state.complete(ledger, subject, result.model_dump_json())
+        return result, False

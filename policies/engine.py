@@ -104,7 +104,7 @@ class Signals:
 
 
 class Match(BaseModel):
-    kind: Literal["rule", "signal", "combination", "hash"]
+    kind: Literal["rule", "signal", "combination", "hash", "face"]
     id: str
     severity: Severity
     score: float | None = None
@@ -140,7 +140,8 @@ class Evaluation(BaseModel):
 Fired = dict[str, list[Match]]
 
 
-def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contexts: set[str]) -> list[Match]:
+def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contexts: set[str],
+                      tightened: tuple[str, float] | None) -> list[Match]:
     matches: list[Match] = list(signals.matches.get(cat.id, []))
     masked = mask(text, cat.allow)
     for rule in cat.rules:
@@ -149,26 +150,34 @@ def _category_matches(cat: CompiledCategory, text: str, signals: Signals, contex
     for sig, levels in cat.spec.thresholds.items():
         per_cat = signals.scores.get(sig)
         score = None if per_cat is None else per_cat.get(cat.id, per_cat.get("*"))
-        if score is None or (sev := levels.severity_for(score)) is None:
+        factor = tightened[1] if tightened else 1.0
+        if score is None or (sev := levels.severity_for(score, factor)) is None:
             continue
         why = signals.evidence.get(sig, {}).get(cat.id, "")
+        if tightened and factor < 1:
+            why = f"{why} (thresholds x{factor:g}: {tightened[0]})".strip()
         matches.append(Match(kind="signal", id=sig, severity=sev, score=round(score, 4), detail=why))
     caps = [e for e in cat.spec.exceptions if e.context in contexts]
     exempt = {r.id for r in cat.rules if not r.exceptions_apply}
     for exc in caps:
         for m in matches:
-            if m.kind != "hash" and m.id not in exempt and SEVERITIES.index(m.severity) > SEVERITIES.index(exc.cap):
+            above = SEVERITIES.index(m.severity) > SEVERITIES.index(exc.cap)
+            if m.kind not in ("hash", "face") and m.id not in exempt and above:
                 m.severity, m.capped_by = exc.cap, exc.context
     return matches
 
 
-def fire(policy: CompiledPolicy, signals: Signals, source: str = "") -> tuple[Fired, set[str]]:
+Tightened = dict[str, tuple[str, float]]  # category -> (tighten rule id, factor on its thresholds)
+
+
+def fire(policy: CompiledPolicy, signals: Signals, source: str = "",
+         tightened: Tightened | None = None) -> tuple[Fired, set[str]]:
     """The matches of every category that fired on this content, and the contexts it showed."""
     text = signals.text.text if signals.text else ""
     contexts = {n for n, p in policy.contexts.items() if p.search(text)}
     fired: Fired = {}
     for cid, cat in policy.categories.items():
-        if matches := _category_matches(cat, text, signals, contexts):
+        if matches := _category_matches(cat, text, signals, contexts, (tightened or {}).get(cid)):
             for m in matches:
                 m.source = m.source or source
             fired[cid] = matches
@@ -231,19 +240,41 @@ def evaluate(policy: CompiledPolicy, signals: Signals) -> Evaluation:
     return evaluate_many(policy, [("", signals)])
 
 
-def evaluate_many(policy: CompiledPolicy, parts: list[tuple[str, Signals]]) -> Evaluation:
-    """One decision over several pieces of one item (prompt, frames, transcript segments, ...):
-    categories fire per piece, then combinations and actions apply across all of them."""
+def tightening(policy: CompiledPolicy, fired: Fired) -> Tightened:
+    """The ``tighten`` rules whose trigger fired anywhere in the item: the strictest factor per category."""
+    out: Tightened = {}
+    for rule in policy.policy.tighten:
+        floor = SEVERITIES.index(rule.min_severity)
+        if any(SEVERITIES.index(m.severity) >= floor for m in fired.get(rule.when, [])):
+            for cid in rule.categories:
+                if cid not in out or rule.factor < out[cid][1]:
+                    out[cid] = (rule.id, rule.factor)
+    return out
+
+
+def _fire_all(policy: CompiledPolicy, parts: list[tuple[str, Signals]],
+              tightened: Tightened | None = None) -> tuple[Fired, set[str]]:
     fired: Fired = {}
     contexts: set[str] = set()
+    for source, signals in parts:
+        part_fired, part_contexts = fire(policy, signals, source, tightened)
+        for cid, ms in part_fired.items():
+            fired.setdefault(cid, []).extend(ms)
+        contexts |= part_contexts
+    return fired, contexts
+
+
+def evaluate_many(policy: CompiledPolicy, parts: list[tuple[str, Signals]]) -> Evaluation:
+    """One decision over several pieces of one item (prompt, frames, transcript segments, ...):
+    categories fire per piece, then combinations and actions apply across all of them. Where a
+    ``tighten`` rule's trigger fired in any piece, every piece is fired again with its factors."""
+    fired, contexts = _fire_all(policy, parts)
+    if tightened := tightening(policy, fired):
+        fired, contexts = _fire_all(policy, parts, tightened)
     errors: dict[str, str] = {}
     unscored: list[str] = []
     error_action: Action = "allow"
     for source, signals in parts:
-        part_fired, part_contexts = fire(policy, signals, source)
-        for cid, ms in part_fired.items():
-            fired.setdefault(cid, []).extend(ms)
-        contexts |= part_contexts
         errs, uns, act = failures(policy.policy, signals)
         errors.update({f"{source}:{k}" if source else k: v for k, v in errs.items()})
         unscored += [u for u in uns if u not in unscored]

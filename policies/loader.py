@@ -167,6 +167,17 @@ def check(policy: Policy, src: Source) -> list[LintError]:
         if combo.then.category not in policy.categories:
             errors.append(src.error(("combinations", i, "then", "category"),
                                     f"combination effect names unknown category {combo.then.category!r}"))
+    for i, rule in enumerate(policy.tighten):
+        for loc, cid in [(("tighten", i, "when"), rule.when),
+                         *((("tighten", i, "categories", j), c) for j, c in enumerate(rule.categories))]:
+            if cid not in policy.categories:
+                errors.append(src.error(loc, f"tighten rule {rule.id!r} names unknown category {cid!r}"))
+    if policy.faces is not None:
+        for field in ("category", "matched"):
+            if (cid := getattr(policy.faces, field)) not in policy.categories:
+                errors.append(src.error(("faces", field), f"faces.{field} names unknown category {cid!r}"))
+        if "faces" not in policy.signals:
+            errors.append(src.error(("faces",), "faces need the 'faces' signal (declare it under signals)"))
     return errors
 
 

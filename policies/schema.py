@@ -26,8 +26,9 @@ class Levels(Strict):
     high: float | None = Score
     critical: float | None = Score
 
-    def severity_for(self, score: float) -> Severity | None:
-        hit = [s for s in SEVERITIES if (t := getattr(self, s)) is not None and score >= t]
+    def severity_for(self, score: float, factor: float = 1.0) -> Severity | None:
+        """``factor`` < 1 lowers every threshold (a ``tighten`` rule in force)."""
+        hit = [s for s in SEVERITIES if (t := getattr(self, s)) is not None and score >= t * factor]
         return hit[-1] if hit else None
 
 
@@ -113,6 +114,30 @@ class HashList(Strict):
     max_distance: int = Field(31, ge=0, le=128, description="PDQ Hamming distance (31 is Meta's default)")
 
 
+class Tighten(Strict):
+    """While ``when`` fires at ``min_severity`` or above anywhere in the item, the thresholds of
+    ``categories`` are multiplied by ``factor`` (e.g. a possible minor makes sexual signals count sooner)."""
+
+    id: str
+    when: str
+    min_severity: Severity = "medium"
+    categories: list[str] = Field(min_length=1)
+    factor: float = Field(gt=0.0, le=1.0)
+    note: str = ""
+
+
+class Faces(Strict):
+    """How faces in frames and reference images are judged against the tenant's consent registry."""
+
+    max_distance: float = Field(0.5, gt=0.0, le=2.0, description="Embedding distance at or below which a face is "
+                                "the enrolled person (dlib ResNet descriptors; measured, see the README)")
+    category: str = Field("likeness", description="Fires critical for an enrolled person's face that this creator "
+                          "has no grant for, and medium for a face in a reference image sent without a consent "
+                          "attestation (tenants set that one to allow or block through severity_actions)")
+    matched: str = Field("likeness-match", description="Fires medium for any enrolled person's face, granted or "
+                         "not: a helper for combinations (sexual content of a real person)")
+
+
 class Release(Strict):
     """How released videos are marked, per tenant: the visible mark and what the manifest says."""
 
@@ -135,7 +160,9 @@ class Policy(Strict):
     contexts: dict[str, Context] = {}
     categories: dict[str, Category]
     combinations: list[Combination] = []
+    tighten: list[Tighten] = []
     hash_lists: dict[str, HashList] = {}
+    faces: Faces | None = None
     release: Release = Release()
 
 

@@ -21,6 +21,7 @@ import uvicorn
 from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
 from pipeline.store.state import State
+from pipeline.video.gate import VideoGate
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every Unicode general category, surrogates (Cs) included: hypothesis leaves Cs out unless asked.
@@ -30,6 +31,7 @@ EVERY_CATEGORY = ("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "N
 # Cyrillic look-alikes in Latin words next to Russian and Chinese.
 HOSTILE = ("\ud800 bomb", "a\x00b", "\u202eb\u202cmob mrof", "😀" * 3900, "z̷̢̛a̶l̵g̴o̸ b̶o̷m̸b̵", "bоmb аnd ракета 炸弹")
 SINTEL = ROOT / "var" / "testdata" / "sintel.mp4"
+FACES = ROOT.parent / "shared" / "faces"  # photos of two public officials: test fixtures only, never shipped
 
 
 def free_port() -> int:
@@ -47,12 +49,13 @@ def json_or_none(raw: bytes) -> dict | None:
 
 
 @contextlib.contextmanager
-def serve_api(s: Settings, gate: PromptGate) -> Iterator[str]:
+def serve_api(s: Settings, gate: PromptGate, frames: VideoGate | None = None) -> Iterator[str]:
     """The real API (uvicorn) on a free loopback port, in a thread of this process."""
     from pipeline.api.app import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, gate), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(s, gate, frames), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -76,6 +79,17 @@ def make_key(settings: Settings, tenant: str, scopes: list[str]) -> str:
 
 def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def pan_clip(photo: Path, out: Path, seconds: float = 10, size: str = "960x540") -> Path:
+    """A real video made from one photo: fitted into the frame, slowly zoomed and panned, with a tone."""
+    w, h = size.split("x")
+    ffmpeg("-loop", "1", "-i", str(photo), "-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}",
+           "-filter_complex", f"[0:v]scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
+           f"zoompan=z='min(zoom+0.0012,1.3)':x='iw/2-(iw/zoom/2)+on':y='ih/3-(ih/zoom/3)':d={int(seconds * 25)}:s={size}:fps=25[v]",
+           "-map", "[v]", "-map", "1:a", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out))
+    return out
 
 
 def clip(path: Path, seconds: float = 4, size: str = "640x360", codec: str = "libx264", extra: Sequence[str] = (),
@@ -116,6 +130,30 @@ def upload(api: str, key: str, path: Path, prompt: str | None = None, job_id: st
     with path.open("rb") as f:
         return httpx.post(f"{api}/v1/videos", headers={"Authorization": f"Bearer {key}"},
                           files={"video": (path.name, f, "video/mp4")}, data=data, timeout=30)
+
+
+def audit_records(settings: Settings, subjects: set[str], timeout: float = 15, want: int | None = None) -> list[dict]:
+    """The records on ``genguard.audit`` about ``subjects``, read from the start for ``timeout`` seconds
+    (or until ``want`` of them were found: a test that expects no more need not wait for them)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from pipeline.records import Topics
+
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=settings.kafka_bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and (want is None or len(found) < want):
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    found += [r for m in msgs if (r := json_or_none(m.value)) and r.get("subject") in subjects]
+        finally:
+            await consumer.stop()
+        return found
+    return asyncio.run(run())
 
 
 def wait_for(api: str, key: str, job_id: str, timeout: float = 120) -> dict:

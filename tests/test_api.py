@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -11,16 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from pipeline.api.app import create_app
 from pipeline.prompt.gate import PromptGate
-from pipeline.records import Topics
 from pipeline.settings import Settings
-from tests.helpers import EVERY_CATEGORY, HOSTILE, free_port, json_or_none, make_key, serve_api
+from tests.helpers import EVERY_CATEGORY, HOSTILE, audit_records, free_port, make_key, serve_api
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +38,6 @@ def post(api: str, key: str | None, body: object, raw: bytes | None = None) -> h
         return httpx.post(f"{api}/v1/prompts:check", content=raw, headers={**headers,
                           "Content-Type": "application/json"})
     return httpx.post(f"{api}/v1/prompts:check", json=body, headers=headers)
-
-
-def audit_records(settings: Settings, subjects: set[str], timeout: float = 15) -> list[dict]:
-    async def run() -> list[dict]:
-        consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=settings.kafka_bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        found: list[dict] = []
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                for msgs in batch.values():
-                    found += [r for m in msgs if (r := json_or_none(m.value)) and r.get("subject") in subjects]
-        finally:
-            await consumer.stop()
-        return found
-    return asyncio.run(run())
 
 
 def test_check_allows_and_blocks_with_reasons(api: str, keys: dict[str, str]) -> None:

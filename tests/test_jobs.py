@@ -3,7 +3,6 @@ broker, the real Redis ledger, real media; including a worker killed mid-job."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -15,13 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from pipeline.prompt.gate import PromptGate
-from pipeline.records import Topics
 from pipeline.release import wmkeys
 from pipeline.settings import Settings
-from tests.helpers import SINTEL, clip, json_or_none, make_key, serve_api, start_worker, stop_all, upload, wait_for
+from tests.helpers import (
+    SINTEL,
+    audit_records,
+    clip,
+    make_key,
+    serve_api,
+    start_worker,
+    stop_all,
+    upload,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,22 +59,7 @@ def keys(job_settings: Settings) -> dict[str, str]:
 
 
 def audit_events(s: Settings, subject: str, seconds: float = 4) -> Counter[str]:
-    async def run() -> Counter[str]:
-        consumer = AIOKafkaConsumer(Topics.AUDIT, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)
-        await consumer.start()
-        seen: Counter[str] = Counter()
-        try:
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                for msgs in (await consumer.getmany(timeout_ms=300)).values():
-                    for m in msgs:
-                        if (r := json_or_none(m.value)) and r.get("subject") == subject:
-                            seen[r["event"]] += 1
-        finally:
-            await consumer.stop()
-        return seen
-    return asyncio.run(run())
+    return Counter(r["event"] for r in audit_records(s, {subject}, seconds))
 
 
 def test_upload_is_decided_with_evidence(api: str, keys: dict[str, str], worker: list, speech: Path,

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from pipeline import __version__
-from pipeline.api import audit, errors, middleware, ops, prompts, review, verify, videos
+from pipeline.api import audit, errors, images, likeness, middleware, ops, prompts, review, verify, videos
 from pipeline.api.deps import Services
 from pipeline.kafka import start_producer
 from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings, get_settings
 from pipeline.store.state import RedisVectorCache, State
 
-ROUTERS = (prompts.router, videos.router, review.router, audit.router, verify.router, ops.router)
+if TYPE_CHECKING:
+    from pipeline.video.gate import VideoGate
+
+ROUTERS = (prompts.router, images.router, videos.router, likeness.router, review.router, audit.router, verify.router,
+           ops.router)
 
 
-def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None = None) -> FastAPI:
-    """The app; ``prompts_gate`` lets tests share one loaded gate (the API loads only text models)."""
+def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None = None,
+               frames_gate: VideoGate | None = None) -> FastAPI:
+    """The app; tests share loaded gates through ``prompts_gate`` and ``frames_gate`` (the API loads the
+    text models at start and the frame models on the first image check)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -27,7 +34,7 @@ def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None
         state = State(settings)
         gate = prompts_gate or PromptGate.from_settings(settings, RedisVectorCache(settings))
         gate.warm()
-        svc = Services(settings, gate, state, await start_producer(settings))
+        svc = Services(settings, gate, state, await start_producer(settings), frames_gate)
         app.state.services = svc
         if svc.producer is not None:
             await svc.policies.announce(state, svc.publish, "api")

@@ -3,11 +3,12 @@ job lookup. Routes stay thin: auth, parse, call the stage function, answer."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,13 +25,18 @@ from pipeline.store.media import LocalMediaStore
 from pipeline.store.signals import LocalSignalStore
 from pipeline.store.state import ApiKey, JobLedger, Scope, State
 
+if TYPE_CHECKING:
+    from pipeline.video.gate import VideoGate
+
 
 class Services:
     """What the routes need, created at start-up and closed at shutdown. ``stages`` is the same
     context the workers run stages in, without video models: the API submits, checks and reviews."""
 
-    def __init__(self, settings: Settings, prompts: PromptGate, state: State, producer: AIOKafkaProducer | None):
+    def __init__(self, settings: Settings, prompts: PromptGate, state: State, producer: AIOKafkaProducer | None,
+                 frames: VideoGate | None = None):
         self.settings, self.state, self.producer = settings, state, producer
+        self._frames, self._frames_lock = frames, asyncio.Lock()
         self.stages = StageContext(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir),
                                    prompts.policies, self.publish, prompts=prompts,
                                    signals=LocalSignalStore(settings.signals_dir))
@@ -38,6 +44,18 @@ class Services:
     @property
     def policies(self) -> PolicySource:
         return self.stages.policies
+
+    async def frames_gate(self) -> VideoGate:
+        """The frame models and the face finder, loaded on the first image check or enrolment: an API
+        that only checks prompts and takes uploads never holds them."""
+        async with self._frames_lock:
+            if self._frames is None:
+                from pipeline.video.gate import VideoGate
+
+                self._frames = await asyncio.to_thread(
+                    VideoGate.from_settings, self.settings, self.stages.prompts, None, frozenset({"frames", "judge"}),
+                    self.policies)
+        return self._frames
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         """Nothing is accepted or decided without its message acknowledged; a verdict not without its audit."""
@@ -61,8 +79,8 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
-    """A dependency: the caller's API key, which must hold ``scope``."""
+def require(*scopes: Scope) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency: the caller's API key, which must hold one of ``scopes``."""
     async def dependency(request: Request, authorization: Annotated[str | None, Header()] = None) -> ApiKey:
         if not authorization or not authorization.startswith("Bearer "):
             raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <api key>'")
@@ -72,23 +90,24 @@ def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
             raise ApiError(503, "state_unavailable", "key store unreachable") from e
         if key is None:
             raise ApiError(401, "invalid_api_key", "API key not recognised")
-        if scope not in key.scopes:
-            raise ApiError(403, "missing_scope", f"this key lacks the '{scope}' scope")
+        if not set(scopes) & set(key.scopes):
+            raise ApiError(403, "missing_scope", f"this key lacks the '{' or '.join(scopes)}' scope")
         return key
     return dependency
 
 
 @asynccontextmanager
-async def spooled(upload: UploadFile, settings: Settings, suffix: str) -> AsyncIterator[Path]:
+async def spooled(upload: UploadFile, settings: Settings, suffix: str, limit: int | None = None) -> AsyncIterator[Path]:
     """The upload in a temporary file, refused past the size limit while it streams in."""
+    limit = limit or settings.max_upload_bytes
     tmp_dir = settings.var_dir / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=suffix) as tmp:
         size = 0
         while chunk := await upload.read(1 << 20):
             size += len(chunk)
-            if size > settings.max_upload_bytes:
-                raise ApiError(413, "too_large", f"the upload exceeds {settings.max_upload_bytes} bytes")
+            if size > limit:
+                raise ApiError(413, "too_large", f"the upload exceeds {limit} bytes")
             tmp.write(chunk)
         tmp.flush()
         yield Path(tmp.name)

@@ -30,7 +30,8 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 503)}
 CONFLICT = {409: {"model": ErrorResponse}}
-MEDIA_STATUS = {"too_large": 413, "unsupported_container": 415, "unsupported_codec": 415}
+MEDIA_STATUS = {"too_large": 413, "unsupported_container": 415, "unsupported_codec": 415, "image_too_large": 413,
+                "unsupported_image": 415, "animated_image": 415}
 
 
 def body(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pipeline.api.deps import owned_job, require, services, spooled
 from pipeline.api.errors import CONFLICT, ERRORS, MEDIA_STATUS, ApiError, ErrorResponse
 from pipeline.media import MediaError
-from pipeline.records import Job, VideoDecision
+from pipeline.records import CREATOR, Job, VideoDecision
 from pipeline.store.state import ApiKey
 from pipeline.video import stages
 from pipeline.video.evidence import contact_sheet
@@ -26,6 +26,7 @@ class JobView(BaseModel):
     job_id: str
     status: str
     tenant: str
+    creator: str | None = None
     history: list[dict[str, str]]
     action: str | None = None
     error: dict[str, str] | None = None
@@ -37,7 +38,7 @@ class JobView(BaseModel):
 def job_view(job: Job) -> JobView:
     decided = job.decision if job.decision and "action" in job.decision else None
     reviewed = (job.review or {}).get("decision") and ("allow" if job.status == "allowed" else "block")
-    return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, history=job.history,
+    return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, creator=job.creator, history=job.history,
                    action=reviewed or (decided or {}).get("action"), error=job.error, decision=decided,
                    review=job.review, watermark_key=job.watermark_key)
 
@@ -46,7 +47,10 @@ def job_view(job: Job) -> JobView:
 async def submit_video(request: Request, key: Annotated[ApiKey, Depends(require("submit"))],
                        video: Annotated[UploadFile, File(description="MP4, MOV, WebM or MKV")],
                        prompt: Annotated[str | None, Form()] = None,
-                       job_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None) -> JobView:
+                       job_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
+                       creator: Annotated[str | None, Form(pattern=CREATOR, description="Your pseudonymous id of "
+                                                           "the person who asked (likeness grants); never an e-mail")]
+                       = None) -> JobView:
     """Submit a generated video for moderation; poll GET /v1/jobs/{job_id} for the decision."""
     svc = services(request)
     if prompt is not None and len(prompt) > svc.settings.max_prompt_chars:
@@ -56,7 +60,7 @@ async def submit_video(request: Request, key: Annotated[ApiKey, Depends(require(
     suffix = suffix if suffix in SUFFIXES else ".bin"
     async with spooled(video, svc.settings, suffix) as path:
         try:
-            job = await stages.submit(svc.stages, path, suffix, key.tenant, key.key_id, prompt, job_id)
+            job = await stages.submit(svc.stages, path, suffix, key.tenant, key.key_id, prompt, job_id, creator)
         except MediaError as e:
             raise ApiError(MEDIA_STATUS.get(e.code, 422), e.code, str(e)) from e
     return job_view(job)

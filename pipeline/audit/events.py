@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pipeline.records import AuditEvent, AuditRecord, Job, PromptRequest, Verdict, VideoDecision
+from pipeline.records import AuditEvent, AuditRecord, ImageVerdict, Job, PromptRequest, Verdict, VideoDecision
 from pipeline.stages import audit_id
 from policies.engine import CompiledPolicy
 
@@ -25,6 +25,30 @@ def prompt_verdict(request: PromptRequest, verdict: Verdict) -> AuditRecord:
         categories={c.category: c.score for c in verdict.categories},
         reason="; ".join(reasons) or "no category fired", shadow=shadow,
     )
+
+
+def image_verdict(verdict: ImageVerdict, actor: str) -> AuditRecord:
+    """The image's sha256, never the image; matched people by id only."""
+    people = sorted({f.person_id for f in verdict.faces if f.person_id})
+    reasons = [f"{c.category}:{c.severity}:{'+'.join(m.id for m in c.matches)}" for c in verdict.categories]
+    reasons += [f"signal-error:{name}" for name in verdict.errors]
+    return AuditRecord(
+        event="image.verdict", actor=actor, tenant=verdict.tenant, subject=verdict.request_id,
+        content_sha256=verdict.sha256, policy_id=verdict.policy_id, policy_version=verdict.policy_version,
+        model_versions=verdict.model_versions, action=verdict.action,
+        categories={c.category: c.score for c in verdict.categories},
+        reason=f"{'; '.join(reasons) or 'no category fired'}; faces={len(verdict.faces)} "
+               f"consent_attested={verdict.consent_attested}" + (f"; people={','.join(people)}" if people else ""))
+
+
+def image_rejected(request_id: str, tenant: str, actor: str, sha256: str, code: str, message: str) -> AuditRecord:
+    return AuditRecord(event="image.verdict", actor=actor, tenant=tenant, subject=request_id, content_sha256=sha256,
+                       action="block", reason=f"{code}: {message}")
+
+
+def likeness_changed(event: AuditEvent, tenant: str, person_id: str, actor: str, detail: str) -> AuditRecord:
+    """Enrolment, grants, revocations and erasure: who, whose id, what; never a photo or an embedding."""
+    return AuditRecord(event=event, actor=actor, tenant=tenant, subject=person_id, reason=detail)
 
 
 def policy_activated(policy: CompiledPolicy, actor: str) -> AuditRecord:

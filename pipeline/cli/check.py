@@ -71,26 +71,29 @@ def _release(video: Path, out: Path, decision: VideoDecision, gate: VideoGate, t
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--prompt", default=None, help="The prompt that generated the video.")
 @click.option("--tenant", default="default", show_default=True)
+@click.option("--creator", default=None, help="Who asked for the video (their likeness grants count).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--contact-sheet", type=click.Path(path_type=Path), default=None,
               help="Write a PNG of the frames that drove the decision.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="If allowed, release here: moving visible watermark + signed C2PA manifest.")
-def moderate(video: Path, prompt: str | None, tenant: str, as_json: bool, contact_sheet: Path | None,
-             out: Path | None) -> None:
+def moderate(video: Path, prompt: str | None, tenant: str, creator: str | None, as_json: bool,
+             contact_sheet: Path | None, out: Path | None) -> None:
     """Moderate VIDEO in-process (not audited); with --out, release it when allowed.
     Exit 0 allow, 1 review, 2 block, 3 rejected input."""
     from pipeline.cli.common import gates
     from pipeline.media import MediaError
     from pipeline.records import new_id
+    from pipeline.store.likeness import LikenessStore
     from pipeline.video.evidence import contact_sheet as draw_sheet
 
     click.echo("loading models ...", err=True)
     _, gate = gates(with_video=True)
     assert gate is not None
     click.echo(f"moderating {video} ...", err=True)
+    enrolled = with_state(lambda state: LikenessStore(state, settings()).view(tenant, creator))
     try:
-        decision, media, _ = gate.run(video, prompt, tenant, new_id("job"))
+        decision, media, _ = gate.run(video, prompt, tenant, new_id("job"), enrolled, creator)
     except MediaError as e:
         if as_json:
             click.echo(json.dumps({"error": {"code": e.code, "message": str(e)}}))

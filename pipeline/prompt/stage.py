@@ -16,15 +16,11 @@ from pipeline.audit import events
 from pipeline.metrics import CHECK_SECONDS, PROMPT_BATCH, VERDICTS
 from pipeline.prompt.gate import InputError, PromptGate
 from pipeline.records import Observation, PromptRequest, StoredSignals, Topics, Verdict
-from pipeline.stages import StageContext
+from pipeline.stages import InProgress, StageContext
 from pipeline.store.signals import SignalStore
 
 log = logging.getLogger("genguard.prompts")
 LEDGER = "prompt"  # the stage's name in pipeline/stages.py
-
-
-class InProgress(RuntimeError):
-    """The same request id is being checked elsewhere right now."""
 
 
 def failed_verdict(gate: PromptGate, request: PromptRequest, code: str, message: str) -> Verdict:
@@ -151,24 +147,17 @@ async def check(ctx: StageContext, request: PromptRequest, source: str, reply: b
     ``genguard.verdicts``; without ``idempotent`` (an API call with no request id) nothing is kept.
     Raises InProgress when the request id is claimed elsewhere."""
     checker = batcher(ctx)
-    subject = f"{request.tenant}:{request.request_id}"
-    if idempotent:
-        if cached := await ctx.state.result(LEDGER, subject):
-            return Verdict.model_validate_json(cached), True
-        if not await ctx.state.claim(LEDGER, subject):
-            raise InProgress(subject)
-    try:
+
+    async def work() -> Verdict:
         verdict = await checker.decide(request, source)  # off the event loop, batched with concurrent ones
         if reply:
             await ctx.publish(Topics.VERDICTS, request.request_id, verdict.model_dump_json().encode())
         await ctx.audit(events.prompt_verdict(request, verdict))
-    except BaseException:
-        if idempotent:
-            await ctx.state.release(LEDGER, subject)
-        raise
-    if idempotent:
-        await ctx.state.complete(LEDGER, subject, verdict.model_dump_json())
-    return verdict, False
+        return verdict
+
+    if not idempotent:
+        return await work(), False
+    return await ctx.once(LEDGER, f"{request.tenant}:{request.request_id}", Verdict, work)
 
 
 async def prompt(ctx: StageContext, request: PromptRequest) -> Verdict | None:

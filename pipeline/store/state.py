@@ -23,8 +23,8 @@ from redis.retry import Retry
 from pipeline.records import TERMINAL, Job, JobStatus, new_id, utcnow
 from pipeline.settings import Settings
 
-Scope = Literal["check", "submit", "review", "audit", "admin"]
-ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "audit", "admin")
+Scope = Literal["check", "submit", "review", "audit", "likeness", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "audit", "likeness", "admin")
 
 
 class ApiKey(BaseModel):

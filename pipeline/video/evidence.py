@@ -34,6 +34,18 @@ def contact_sheet(decision: VideoDecision, images: list[np.ndarray], max_frames:
         x, y = (n % COLUMNS) * THUMB_W, header + (n // COLUMNS) * (h + label_h)
         thumb = Image.fromarray(images[i]).resize((THUMB_W - 8, h - 8))
         sheet.paste(thumb, (x + 4, y + 4))
+        scale = (THUMB_W - 8) / images[i].shape[1], (h - 8) / images[i].shape[0]
+        for face in decision.frames[i].faces:  # matched faces boxed with the person id and the distance
+            if face.person_id is not None:
+                left, top, right, bottom = face.box
+                box = (x + 4 + left * scale[0], y + 4 + top * scale[1], x + 4 + right * scale[0],
+                       y + 4 + bottom * scale[1])
+                tint = COLOURS["allow"] if face.granted else COLOURS["block"]
+                draw.rectangle(box, outline=tint, width=3)
+                label = f"{face.person_id} d={face.distance:.2f}"
+                at = (box[0], max(y + 4, box[1] - 18))
+                draw.rectangle(draw.textbbox(at, label, font=font), fill=tint)
+                draw.text(at, label, fill="white", font=font)
         if i in decision.evidence:
             draw.rectangle((x + 1, y + 1, x + THUMB_W - 2, y + h - 2), outline=colour, width=4)
         lines = [f"t={decision.frames[i].t:.1f}s  ({', '.join(decision.frames[i].reasons)})",

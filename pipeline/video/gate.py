@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from classifiers import registry
-from classifiers.base import Classifier, ModelMissingError, Transcriber, VectorCache
+from classifiers.base import Classifier, FaceEncoder, ModelMissingError, Transcriber, VectorCache
 from classifiers.clip import ClipModel, ClipZeroShot
 from classifiers.pdq import HashIndex, pdq
 from pipeline.media import Frame, Media, decode, limits_of
@@ -27,8 +27,11 @@ from pipeline.policy_source import PolicySource
 from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation, decode_vector, encode_vector
 from pipeline.settings import Settings
 from pipeline.stages import VIDEO_MODELS
+from pipeline.store.likeness import Enrolled
+from pipeline.video.likeness import judge_faces, observe_faces
 from policies import engine
 from policies.engine import CompiledPolicy, Match, Signals
+from policies.schema import Faces
 from policies.temporal import aggregate
 
 if TYPE_CHECKING:
@@ -69,25 +72,28 @@ class VideoGate:
     def __init__(self, settings: Settings, policies: PolicySource, prompts: PromptGate | None,
                  detectors: Sequence[Classifier] = (), clip: ClipModel | None = None,
                  transcriber: Transcriber | None = None, hashes: HashIndex | None = None,
-                 cache: VectorCache | None = None, load_errors: dict[str, str] | None = None) -> None:
+                 cache: VectorCache | None = None, load_errors: dict[str, str] | None = None,
+                 faces: FaceEncoder | None = None) -> None:
         self.settings, self.policies, self.prompts = settings, policies, prompts
         self.detectors, self.clip, self.transcriber, self.hashes = tuple(detectors), clip, transcriber, hashes
+        self.faces = faces
         self.cache, self.load_errors = cache, load_errors or {}
         self._zero_shot: dict[str, ClipZeroShot] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, prompts: PromptGate | None, cache: VectorCache | None = None,
                       parts: frozenset[str] = PARTS, policies: PolicySource | None = None) -> VideoGate:
-        """The models of ``parts``: frames (registered frame models + CLIP's image tower), speech
-        (Whisper), judge (CLIP's text tower and the hash index). A role loads only its parts."""
+        """The models of ``parts``: frames (registered frame models, the face finder, CLIP's image
+        tower), speech (Whisper), judge (CLIP's text tower and the hash index). A role loads only its parts."""
         errors: dict[str, str] = {}
         detectors = registry.load("frames", errors) if "frames" in parts else []
+        faces = next(iter(registry.load("faces", errors)), None) if "frames" in parts else None
         clip = (_load("clip", errors, lambda: ClipModel(settings.clip_model, precision=settings.clip_precision))
                 if parts & {"frames", "judge"} else None)
         whisper = _load("transcript", errors, lambda: transcriber(settings)) if "speech" in parts else None
         hashes = _load("hash", errors, lambda: hash_index(settings)) if "judge" in parts else None
         policies = policies or (prompts.policies if prompts is not None else PolicySource(settings))
-        return cls(settings, policies, prompts, detectors, clip, whisper, hashes, cache, errors)
+        return cls(settings, policies, prompts, detectors, clip, whisper, hashes, cache, errors, faces)
 
     @property
     def text(self) -> PromptGate:
@@ -106,7 +112,7 @@ class VideoGate:
         obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
     def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str]) -> VideoObservation:
-        """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), CLIP embeddings."""
+        """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), faces, CLIP embeddings."""
         images = [f.image for f in frames]
         obs = VideoObservation(probe=probe, notes=notes,
                                frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
@@ -122,6 +128,11 @@ class VideoGate:
                 obs.models[d.name] = d.version
             return run
 
+        def faces() -> None:
+            if self.faces is not None:
+                observe_faces(self.faces, obs.frames, images)
+                obs.models["faces"] = self.faces.version
+
         def clip() -> None:
             if self.clip is not None:
                 obs.clip = [encode_vector(e) for e in self.clip.embed_images(images)]
@@ -130,6 +141,7 @@ class VideoGate:
         self._stage(obs, "hash", hashes)
         for d in self.detectors:
             self._stage(obs, d.name, detector(d))
+        self._stage(obs, "faces", faces)
         self._stage(obs, "clip", clip)
         return obs
 
@@ -225,8 +237,21 @@ class VideoGate:
                     detail=f"frame at {obs.frames[frame].t:.1f}s matches {hit.entry} (distance {hit.distance})"))
         return sig, used
 
-    def judge(self, obs: VideoObservation, policy: CompiledPolicy, job_id: str, tenant: str) -> VideoDecision:
+    def face_signals(self, obs: VideoObservation, policy: CompiledPolicy, sig: Signals, used: dict[int, list[str]],
+                     enrolled: Sequence[Enrolled], creator: str | None) -> list[FrameSample]:
+        """The faces of every frame judged against the tenant's consent registry (when the policy
+        judges faces); the frames come back with their matches and without embeddings."""
+        if "faces" in obs.models and "faces" not in sig.errors:
+            sig.scores["faces"] = {}
+        spec = policy.policy.faces
+        return judge_faces(obs.frames, enrolled if spec else (), spec or Faces(), creator, sig, used)
+
+    def judge(self, obs: VideoObservation, policy: CompiledPolicy, job_id: str, tenant: str,
+              enrolled: Sequence[Enrolled] = (), creator: str | None = None) -> VideoDecision:
+        """One decision over frames, faces, transcript and prompt. ``enrolled`` is the tenant's consent
+        registry as the decide stage read it for this job, ``creator`` who asked for the video."""
         frames, used = self.frame_signals(obs, policy)
+        judged = self.face_signals(obs, policy, frames, used, enrolled, creator)
         audio = Signals(modality="audio", environment=self.settings.environment)
         if "transcript" in obs.errors or obs.transcript is None:
             audio.errors["transcript"] = obs.errors.get("transcript", "not transcribed")
@@ -249,11 +274,11 @@ class VideoGate:
                         used.setdefault(i, []).append(f"{cat.category} speech {start:.1f}-{end:.1f}s")
         spoken = [{"start": s.start, "end": s.end, "text": s.text} for s in obs.transcript or []]
         return VideoDecision(**evaluation.model_dump(), job_id=job_id, tenant=tenant, model_versions=obs.models,
-                             evidence={i: used[i] for i in sorted(used)}, frames=obs.frames, language=obs.language,
+                             evidence={i: used[i] for i in sorted(used)}, frames=judged, language=obs.language,
                              transcript=spoken, probe=obs.probe, timings_ms=obs.timings_ms)
 
-    def run(self, path: Path, prompt: str | None, tenant: str, job_id: str) -> tuple[VideoDecision, Media,
-                                                                                       VideoObservation]:
+    def run(self, path: Path, prompt: str | None, tenant: str, job_id: str, enrolled: Sequence[Enrolled] = (),
+            creator: str | None = None) -> tuple[VideoDecision, Media, VideoObservation]:
         """Decode, observe and judge one file in-process (the CLI's path; the workers split it in stages)."""
         started = time.perf_counter()
         media = decode(path, limits_of(self.settings))
@@ -261,6 +286,6 @@ class VideoGate:
         obs = self.observe(media, prompt)
         obs.timings_ms = {"decode": decode_ms, **obs.timings_ms}
         started = time.perf_counter()
-        decision = self.judge(obs, self.policies.for_tenant(tenant), job_id, tenant)
+        decision = self.judge(obs, self.policies.for_tenant(tenant), job_id, tenant, enrolled, creator)
         decision.timings_ms["decide"] = round((time.perf_counter() - started) * 1000, 1)
         return decision, media, obs

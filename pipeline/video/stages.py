@@ -31,6 +31,7 @@ from pipeline.records import (
     new_id,
 )
 from pipeline.stages import STAGES, StageContext
+from pipeline.store.likeness import LikenessStore
 
 log = logging.getLogger("genguard.jobs")
 OUTCOME: dict[str, tuple[JobStatus, str]] = {
@@ -43,7 +44,7 @@ async def _reject(st: StageContext, job: Job, error: MediaError) -> None:
 
 
 async def submit(st: StageContext, upload: Path, suffix: str, tenant: str, actor: str, prompt: str | None,
-                 job_id: str | None = None) -> Job:
+                 job_id: str | None = None, creator: str | None = None) -> Job:
     """Accept an upload: probe it (a rejection is recorded as a failed job), store it, queue it.
     Raises MediaError after recording the job when the video cannot be moderated."""
     job_id = job_id or new_id("job")
@@ -55,12 +56,12 @@ async def submit(st: StageContext, upload: Path, suffix: str, tenant: str, actor
     except MediaError as e:
         sha = await asyncio.to_thread(lambda: hashlib.sha256(upload.read_bytes()).hexdigest())
         job = Job(job_id=job_id, tenant=tenant, actor=actor, sha256=sha, media_uri="", status="failed",
-                  prompt=prompt, error={"code": e.code, "message": str(e)})
+                  prompt=prompt, creator=creator, error={"code": e.code, "message": str(e)})
         if await st.jobs.create(job):
             await _reject(st, job, e)
         raise
     uri, sha = await asyncio.to_thread(st.store.put_upload, upload, suffix)
-    job = Job(job_id=job_id, tenant=tenant, actor=actor, sha256=sha, media_uri=uri, prompt=prompt)
+    job = Job(job_id=job_id, tenant=tenant, actor=actor, sha256=sha, media_uri=uri, prompt=prompt, creator=creator)
     if await st.jobs.create(job):
         await st.send("media", job)
     return job
@@ -135,7 +136,9 @@ async def decide(st: StageContext, msg: JobMessage) -> VideoDecision | None:
         seen_frames.errors["frames"] = "no frames were scored"
     gate, policy = st.video, st.policies.for_tenant(job.tenant)
     observation = gate.combine(seen_frames, heard, job.prompt)
-    decision = await st.run(lambda: gate.judge(observation, policy, job.job_id, job.tenant), "decide")
+    enrolled = await LikenessStore(st.state, st.settings).view(job.tenant, job.creator)  # read per job: revocations
+    decision = await st.run(lambda: gate.judge(observation, policy, job.job_id, job.tenant, enrolled, job.creator),
+                            "decide")
     if st.signals is not None:
         st.signals.append(StoredSignals(subject=job.job_id, tenant=job.tenant, video=observation, prompt=job.prompt,
                                         action=decision.action, categories=sorted(decision.flagged()),
