@@ -84,11 +84,12 @@ def ffmpeg(*args: str) -> None:
 def pan_clip(photo: Path, out: Path, seconds: float = 10, size: str = "960x540") -> Path:
     """A real video made from one photo: fitted into the frame, slowly zoomed and panned, with a tone."""
     w, h = size.split("x")
+    fit = f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2"
+    move = f"zoompan=z='min(zoom+0.0012,1.3)':x='iw/2-(iw/zoom/2)+on':y='ih/3-(ih/zoom/3)':d={int(seconds * 25)}"
     ffmpeg("-loop", "1", "-i", str(photo), "-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}",
-           "-filter_complex", f"[0:v]scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,"
-           f"zoompan=z='min(zoom+0.0012,1.3)':x='iw/2-(iw/zoom/2)+on':y='ih/3-(ih/zoom/3)':d={int(seconds * 25)}:s={size}:fps=25[v]",
-           "-map", "[v]", "-map", "1:a", "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast",
-           "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out))
+           "-filter_complex", f"[0:v]{fit},{move}:s={size}:fps=25[v]", "-map", "[v]", "-map", "1:a",
+           "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           "-shortest", str(out))
     return out
 
 
