@@ -13,6 +13,7 @@ from pipeline.settings import Settings
 
 UNSHED = ("/healthz", "/readyz", "/metrics")
 UPLOADS = ("/v1/videos", "/v1/verify")
+IMAGE_UPLOADS = {"/v1/images:check": 1, "/v1/likeness": 11}  # images per request: one, or 10 photos + consent
 Next = Callable[[Request], Awaitable[Response]]
 
 
@@ -37,8 +38,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def limit_body(request: Request, call_next: Next) -> Response:
         """Uploads have their own, larger cap, enforced again while streaming (multipart adds a little)."""
         length = request.headers.get("content-length")
-        upload = request.url.path in UPLOADS
-        limit = settings.max_upload_bytes + 65536 if upload else settings.max_body_bytes
+        path = request.url.path
+        upload = path in UPLOADS or path in IMAGE_UPLOADS
+        limit = settings.max_upload_bytes + 65536 if path in UPLOADS else settings.max_body_bytes
+        if path in IMAGE_UPLOADS and request.method == "POST":
+            limit = settings.max_image_bytes * IMAGE_UPLOADS[path] + 65536
         if length and length.isdigit() and int(length) > limit:
             return body("too_large" if upload else "body_too_large", f"body has {length} bytes; the limit is {limit}",
                         413)

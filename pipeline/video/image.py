@@ -53,6 +53,8 @@ def read_image(path: Path, max_pixels: int, side: int) -> tuple[np.ndarray, int,
                                  "reference image: send one still frame")
             image.load()
             upright = ImageOps.exif_transpose(image)
+    except MediaError:
+        raise
     except UnidentifiedImageError as e:
         raise MediaError("unsupported_image", "not an image genguard can read (JPEG, PNG, WebP, GIF, BMP, "
                          "TIFF)") from e
