@@ -38,17 +38,18 @@ class Classifier(Protocol):
 class Face:
     box: tuple[int, int, int, int]  # left, top, right, bottom in pixels of the image it was found in
     score: float  # the detector's confidence
-    embedding: np.ndarray  # identity descriptor: faces of one person lie close together
+    embedding: np.ndarray | None  # identity descriptor: faces of one person lie close together
 
 
 @runtime_checkable
 class FaceEncoder(Protocol):
-    """Finds the faces in each image, each with an identity embedding (matched against consent, not scored)."""
+    """Finds the faces in each image and, when asked, an identity embedding of each (matched against
+    consent, not scored); embedding is most of the cost, and pointless where nobody is enrolled."""
 
     name: str
     version: str
 
-    def faces(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
+    def faces(self, images: Sequence[np.ndarray], embed: bool = True) -> list[list[Face]]: ...
 
 
 @dataclass(frozen=True, slots=True)

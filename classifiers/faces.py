@@ -11,7 +11,9 @@ person lie within about 0.5 of each other (measured on the test fixtures, see th
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -57,19 +59,25 @@ class DlibFaces:
             models = "unknown"
         self.version = f"dlib-{dlib.__version__}+hog+resnet_v1@face-recognition-models-{models}"
 
-    def faces(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """RGB uint8 images -> the faces in each: box (left, top, right, bottom) in pixels, score, embedding."""
+    def faces(self, images: Sequence[np.ndarray], embed: bool = True) -> list[list[Face]]:
+        """RGB uint8 images -> the faces in each: box (left, top, right, bottom) in pixels, score and
+        (with ``embed``) embedding. Detection runs on every core (dlib releases the GIL there); the
+        descriptor does not gain from threads, so it runs in this one."""
         import dlib
 
+        pictures = [np.ascontiguousarray(image) for image in images]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            detected = list(pool.map(lambda image: self.detector.run(image, UPSAMPLE, MIN_SCORE)[:2], pictures))
         found: list[list[Face]] = []
-        for image in images:
-            image = np.ascontiguousarray(image)
-            rects, scores, _ = self.detector.run(image, UPSAMPLE, MIN_SCORE)
-            shapes = dlib.full_object_detections([self.landmarks(image, r) for r in rects])
-            vectors = self.descriptor.compute_face_descriptor(image, shapes) if len(shapes) else []
+        for image, (rects, scores) in zip(pictures, detected, strict=True):
+            vectors: list[np.ndarray | None] = [None] * len(rects)
+            if embed and len(rects):
+                shapes = dlib.full_object_detections([self.landmarks(image, r) for r in rects])
+                vectors = [np.asarray(v, dtype=np.float32) for v in self.descriptor.compute_face_descriptor(image,
+                                                                                                            shapes)]
             h, w = image.shape[:2]
             found.append([
                 Face(box=(max(0, r.left()), max(0, r.top()), min(w, r.right()), min(h, r.bottom())),
-                     score=round(float(s), 3), embedding=np.asarray(v, dtype=np.float32))
+                     score=round(float(s), 3), embedding=v)
                 for r, s, v in zip(rects, scores, vectors, strict=True)])
         return found

@@ -153,6 +153,10 @@ def test_face_rules_name_the_person_and_block_sexual_content_even_with_a_grant()
             assert likeness.matches[-1].id == ("likeness-sexual" if granted else "p-7")
     stranger = judge_faces(frames, [Enrolled("p-8", -person[None, :], False)], Faces(), None, Signals(), {})
     assert stranger[0].faces[0].person_id is None
+    unembedded = [frames[0].model_copy(update={"faces": [frames[0].faces[0].model_copy(update={"embedding": None})]})]
+    sig = Signals(modality="frames", scores={"nsfw": {"*": 0.0}, "faces": {}, "clip": {}, "hash": {}})
+    judge_faces(unembedded, [Enrolled("p-7", person[None, :], True)], POLICY.policy.faces, "c-1", sig, {})
+    assert engine.evaluate_many(POLICY, [("frames", sig)]).action == "review"  # enrolled since: fail closed
 
 
 def test_a_possible_minor_tightens_sexual_thresholds() -> None:

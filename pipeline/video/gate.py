@@ -111,8 +111,10 @@ class VideoGate:
             obs.errors[name] = f"{type(e).__name__}: {e}"
         obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
-    def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str]) -> VideoObservation:
-        """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), faces, CLIP embeddings."""
+    def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str],
+                       embed_faces: bool = True) -> VideoObservation:
+        """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), faces (identity
+        embeddings only with ``embed_faces``: where the tenant has people enrolled), CLIP embeddings."""
         images = [f.image for f in frames]
         obs = VideoObservation(probe=probe, notes=notes,
                                frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
@@ -130,7 +132,7 @@ class VideoGate:
 
         def faces() -> None:
             if self.faces is not None:
-                observe_faces(self.faces, obs.frames, images)
+                observe_faces(self.faces, obs.frames, images, embed_faces)
                 obs.models["faces"] = self.faces.version
 
         def clip() -> None:
@@ -181,9 +183,9 @@ class VideoGate:
                 obs.models.update(text_obs.models)
         return obs
 
-    def observe(self, media: Media, prompt: str | None) -> VideoObservation:
-        return self.combine(self.observe_frames(media.frames, dataclasses.asdict(media.probe), list(media.notes)),
-                            self.observe_audio(media.audio), prompt)
+    def observe(self, media: Media, prompt: str | None, embed_faces: bool = True) -> VideoObservation:
+        frames = self.observe_frames(media.frames, dataclasses.asdict(media.probe), list(media.notes), embed_faces)
+        return self.combine(frames, self.observe_audio(media.audio), prompt)
 
     # -- judge: pure policy work over an observation ------------------------------------------
     def zero_shot(self, policy: CompiledPolicy) -> ClipZeroShot | None:
@@ -283,7 +285,7 @@ class VideoGate:
         started = time.perf_counter()
         media = decode(path, limits_of(self.settings))
         decode_ms = round((time.perf_counter() - started) * 1000, 1)
-        obs = self.observe(media, prompt)
+        obs = self.observe(media, prompt, embed_faces=bool(enrolled))
         obs.timings_ms = {"decode": decode_ms, **obs.timings_ms}
         started = time.perf_counter()
         decision = self.judge(obs, self.policies.for_tenant(tenant), job_id, tenant, enrolled, creator)

@@ -84,7 +84,8 @@ def judge_image(gate: VideoGate, image: np.ndarray, policy: CompiledPolicy, requ
     """One image judged like one sampled frame, plus the reference-face rule; pure but for the models."""
     started = time.perf_counter()
     h, w = image.shape[:2]
-    obs = gate.observe_frames([Frame(t=0.0, reasons={"first"}, image=image)], {"width": w, "height": h}, [])
+    obs = gate.observe_frames([Frame(t=0.0, reasons={"first"}, image=image)], {"width": w, "height": h}, [],
+                              embed_faces=bool(enrolled))
     sig, used = gate.frame_signals(obs, policy)
     judged = gate.face_signals(obs, policy, sig, used, enrolled, creator)
     faces = judged[0].faces if judged else []

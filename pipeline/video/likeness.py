@@ -19,10 +19,14 @@ from policies.engine import Match, Signals
 from policies.schema import Faces
 
 
-def observe_faces(finder: FaceEncoder, frames: Sequence[FrameSample], images: Sequence[np.ndarray]) -> None:
-    """Every face of every frame, with its embedding, onto the frame samples (the frame stage's part)."""
-    for sample, found in zip(frames, finder.faces(images), strict=True):
-        sample.faces = [FaceSeen(box=f.box, score=f.score, embedding=encode_vector(f.embedding)) for f in found]
+def observe_faces(finder: FaceEncoder, frames: Sequence[FrameSample], images: Sequence[np.ndarray],
+                  embed: bool) -> None:
+    """Every face of every frame onto the frame samples (the frame stage's part); with ``embed``, each
+    with its identity embedding (the caller embeds only where the tenant has anyone enrolled)."""
+    for sample, found in zip(frames, finder.faces(images, embed), strict=True):
+        sample.faces = [FaceSeen(box=f.box, score=f.score,
+                                 embedding=None if f.embedding is None else encode_vector(f.embedding))
+                        for f in found]
 
 
 def nearest(embedding: np.ndarray, enrolled: Sequence[Enrolled]) -> tuple[Enrolled, float] | None:
@@ -41,6 +45,8 @@ def judge_faces(frames: Sequence[FrameSample], enrolled: Sequence[Enrolled], spe
     the frames with each face's match filled in and its embedding dropped (decisions keep no faces)."""
     judged: list[FrameSample] = []
     seen: dict[str, list[tuple[float, float]]] = {}  # person -> (t, distance) per matching face
+    if enrolled and any(face.embedding is None for frame in frames for face in frame.faces):
+        sig.errors["faces"] = "faces were seen without embeddings (nobody was enrolled then) but people are now"
     for i, frame in enumerate(frames):
         faces = []
         for face in frame.faces:

@@ -106,9 +106,16 @@ async def _part(st: StageContext, msg: JobMessage, part: str, work: Callable[[Jo
 
 
 async def frames(st: StageContext, msg: JobMessage) -> None:
+    try:  # faces are embedded only for a tenant with people enrolled; unsure, they are embedded
+        embed = bool(await LikenessStore(st.state, st.settings).people(msg.tenant))
+    except Exception:
+        log.exception("consent registry unreadable for %s: embedding faces", msg.tenant)
+        embed = True
+
     def work(job: Job) -> VideoObservation:
         meta = job.decision or {}
-        return st.video.observe_frames(st.store.load_frames(job.job_id), meta.get("probe", {}), meta.get("notes", []))
+        return st.video.observe_frames(st.store.load_frames(job.job_id), meta.get("probe", {}), meta.get("notes", []),
+                                       embed)
 
     await _part(st, msg, "frames", work)
 
