@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +52,9 @@ class DlibFaces:
         except ImportError as e:
             raise ModelMissingError("dlib is not installed (pip install dlib-bin)") from e
         landmarks, descriptor = _model_files()
-        self.detector = dlib.get_frontal_face_detector()
+        # one detector per core: a dlib detector is not thread-safe (two threads in one crash the process)
+        self.detectors = [dlib.get_frontal_face_detector() for _ in range(os.cpu_count() or 1)]
+        self.lock = threading.Lock()  # callers in several threads (API image checks) take turns
         self.landmarks = dlib.shape_predictor(str(landmarks))
         self.descriptor = dlib.face_recognition_model_v1(str(descriptor))
         try:
@@ -61,13 +65,18 @@ class DlibFaces:
 
     def faces(self, images: Sequence[np.ndarray], embed: bool = True) -> list[list[Face]]:
         """RGB uint8 images -> the faces in each: box (left, top, right, bottom) in pixels, score and
-        (with ``embed``) embedding. Detection runs on every core (dlib releases the GIL there); the
-        descriptor does not gain from threads, so it runs in this one."""
+        (with ``embed``) embedding. Detection runs on every core, one detector each (dlib releases the
+        GIL there); the descriptor does not gain from threads, so it runs in this one."""
+        pictures = [np.ascontiguousarray(image) for image in images]
+        shares = [(d, pictures[k::len(self.detectors)]) for k, d in enumerate(self.detectors)]
+        with self.lock, ThreadPoolExecutor(max_workers=len(shares)) as pool:
+            done = list(pool.map(lambda share: [share[0].run(p, UPSAMPLE, MIN_SCORE)[:2] for p in share[1]], shares))
+            detected = [done[i % len(shares)][i // len(shares)] for i in range(len(pictures))]
+            return self._describe(pictures, detected, embed)
+
+    def _describe(self, pictures: list[np.ndarray], detected: list[tuple[Any, Any]], embed: bool) -> list[list[Face]]:
         import dlib
 
-        pictures = [np.ascontiguousarray(image) for image in images]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            detected = list(pool.map(lambda image: self.detector.run(image, UPSAMPLE, MIN_SCORE)[:2], pictures))
         found: list[list[Face]] = []
         for image, (rects, scores) in zip(pictures, detected, strict=True):
             vectors: list[np.ndarray | None] = [None] * len(rects)

@@ -101,13 +101,24 @@ def clip(path: Path, seconds: float = 4, size: str = "640x360", codec: str = "li
     return path
 
 
+def env_of(s: Settings) -> dict[str, str]:
+    """The environment a `genguard` process needs to see what these settings say."""
+    return {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
+            "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
+            "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
+            "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
+            "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
+
+
+def genguard(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `genguard` command line, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=env_of(s), capture_output=True,
+                          text=True, timeout=180)
+
+
 def start_worker(s: Settings, *stages: str) -> subprocess.Popen[bytes]:
     """A real `genguard worker` process; its log is var_dir/worker-<ns>.log (``log_of``)."""
-    env = {**os.environ, "GENGUARD_EMBEDDED_KAFKA_ADDR": s.embedded_kafka_addr, "GENGUARD_REDIS_URL": s.redis_url,
-           "GENGUARD_REDIS_PREFIX": s.redis_prefix, "GENGUARD_VAR_DIR": str(s.var_dir),
-           "GENGUARD_WORKER_NAME": s.worker_name, "GENGUARD_TEXT_MODEL_DIR": str(s.text_model),
-           "GENGUARD_WHISPER_MODEL_DIR": str(s.whisper_model), "GENGUARD_ENVIRONMENT": s.environment,
-           "GENGUARD_JOB_LEASE_S": str(s.job_lease_s), "GENGUARD_RECONCILE_EVERY_S": "1"}
+    env = env_of(s)
     log = open(s.var_dir / f"worker-{time.time_ns()}.log", "wb")  # noqa: SIM115
     args = ["--stages", ",".join(stages)] if stages else []
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args], cwd=ROOT, env=env, stdout=log,

@@ -84,6 +84,18 @@ def test_same_people_match_and_others_do_not_at_the_shipped_threshold(video_gate
     assert nearest == {"obama", "biden"}
 
 
+def test_the_face_model_is_safe_to_call_from_several_threads(video_gate: VideoGate) -> None:
+    """dlib's detector crashes the process when two threads run one instance: the model must not let them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [read_image(FACES / n, 40_000_000, 640)[0] for n in ("obama.jpg", "biden.jpg", "obama_and_biden.jpg")]
+    alone = [[f.box for f in faces] for faces in video_gate.faces.faces(images * 3, embed=False)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda _: video_gate.faces.faces(images * 3, embed=False), range(8)))
+    assert all([[f.box for f in faces] for faces in run] == alone for run in together)
+    assert [len(b) for b in alone[:3]] == [1, 1, 3]
+
+
 def test_registry_enrol_grant_revoke_erase_and_durable_copy(video_gate: VideoGate, demo_settings: Settings,
                                                             audit: Callable, recorded: list[AuditRecord]) -> None:
     vectors = embed(video_gate, demo_settings, "obama2.jpg", "obama3.jpg")

@@ -19,7 +19,18 @@ from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
 from pipeline.video.gate import VideoGate
 from pipeline.video.image import read_image
-from tests.helpers import FACES, audit_records, make_key, pan_clip, serve_api, start_worker, stop_all, upload, wait_for
+from tests.helpers import (
+    FACES,
+    audit_records,
+    genguard,
+    make_key,
+    pan_clip,
+    serve_api,
+    start_worker,
+    stop_all,
+    upload,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +160,32 @@ def test_enrol_grant_revoke_erase_and_the_image_check(api: str, keys: dict[str, 
     assert events == ["image.verdict", "likeness.enrolled", "likeness.erased", "likeness.granted", "likeness.revoked"]
     image_record = next(r for r in trail if r["event"] == "image.verdict")
     assert len(image_record["content_sha256"]) == 64 and "people=p-obama" in image_record["reason"]
+
+
+def test_the_command_line_enrols_grants_checks_revokes_and_erases(like_settings: Settings, tmp_path: Path) -> None:
+    consent_file = tmp_path / "consent.pdf"
+    consent_file.write_bytes(b"%PDF signed")
+    tenant, photo = ["--tenant", "cli-co"], str(FACES / "obama.jpg")
+    done = genguard(like_settings, "likeness", "enroll", *tenant, "--person", "p-cli", str(FACES / "obama2.jpg"),
+                    "--consent-file", str(consent_file))
+    assert done.returncode == 0 and "enrolled p-cli in cli-co: 1 photo(s)" in done.stdout, done.stderr
+    assert genguard(like_settings, "likeness", "grant", *tenant, "p-cli", "--creator", "c-9").returncode == 0
+    assert "grants=c-9" in genguard(like_settings, "likeness", "list", *tenant).stdout
+    ok = genguard(like_settings, "check-image", photo, *tenant, "--creator", "c-9", "--consent-attested")
+    assert ok.returncode == 0, ok.stdout + ok.stderr  # exit 0: allow
+    assert "person p-cli (distance" in ok.stdout and "granted" in ok.stdout
+    assert genguard(like_settings, "likeness", "revoke", *tenant, "p-cli", "--creator", "c-9").returncode == 0
+    blocked = genguard(like_settings, "check-image", photo, *tenant, "--creator", "c-9", "--json")
+    assert blocked.returncode == 2 and '"person_id": "p-cli"' in blocked.stdout  # exit 2: block
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    rejected = genguard(like_settings, "check-image", str(bad), *tenant)
+    assert rejected.returncode == 3 and "image_empty" in rejected.stdout
+    assert genguard(like_settings, "likeness", "erase", *tenant, "p-cli").returncode == 0
+    again = genguard(like_settings, "likeness", "erase", *tenant, "p-cli")
+    assert again.returncode != 0 and "person_not_found" in again.stderr
+    events = sorted(r["event"] for r in audit_records(like_settings, {"p-cli"}, timeout=20, want=4))
+    assert events == ["likeness.enrolled", "likeness.erased", "likeness.granted", "likeness.revoked"]
 
 
 @pytest.fixture(scope="module")

@@ -69,16 +69,22 @@ def enroll(tenant: str, person_id: str, images: tuple[Path, ...], consent_file: 
                f"consent sha256 {person.consent_sha256[:16]}...")
 
 
+def _grants(change: str, tenant: str, person_id: str, creator: str) -> None:
+    """``grant`` or ``revoke`` one creator, then show the person's grants."""
+    from pipeline.video import consent
+
+    fn = getattr(consent, change)
+    person = _registry(lambda store, audit, actor: fn(store, audit, tenant, person_id, creator, actor))
+    click.echo(f"{person.person_id}: grants {', '.join(person.grants) or '(none)'}")
+
+
 @likeness.command("grant")
 @TENANT
 @click.argument("person_id")
 @click.option("--creator", required=True, help="The creator id who may use the likeness.")
 def grant(tenant: str, person_id: str, creator: str) -> None:
     """Let CREATOR use PERSON_ID's likeness."""
-    from pipeline.video import consent
-
-    person = _registry(lambda store, audit, actor: consent.grant(store, audit, tenant, person_id, creator, actor))
-    click.echo(f"{person.person_id}: grants {', '.join(person.grants)}")
+    _grants("grant", tenant, person_id, creator)
 
 
 @likeness.command("revoke")
@@ -87,10 +93,7 @@ def grant(tenant: str, person_id: str, creator: str) -> None:
 @click.option("--creator", required=True)
 def revoke(tenant: str, person_id: str, creator: str) -> None:
     """Withdraw CREATOR's grant: the next decision of any running worker sees it."""
-    from pipeline.video import consent
-
-    person = _registry(lambda store, audit, actor: consent.revoke(store, audit, tenant, person_id, creator, actor))
-    click.echo(f"{person.person_id}: grants {', '.join(person.grants) or '(none)'}")
+    _grants("revoke", tenant, person_id, creator)
 
 
 @likeness.command("erase")
