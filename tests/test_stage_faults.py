@@ -44,7 +44,7 @@ async def test_a_hanging_stage_times_out_and_the_job_fails_closed(base_settings:
     real = VideoGate.from_settings(settings, PromptGate(settings, policies, gate.encoder, gate.cache,
                                                         gate.text_classifiers))
     video = VideoGate(settings, policies, real.prompts, [Hangs()] if hang else real.detectors, None,
-                      real.transcriber, real.hashes, load_errors={})
+                      real.transcriber, real.hashes, load_errors={}, faces=real.faces)
     st = StageContext(settings, state, JobLedger(state), LocalMediaStore(settings.media_dir), policies, publish,
                       gate=video)
     try:

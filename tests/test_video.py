@@ -287,11 +287,11 @@ def test_one_noisy_frame_reviews_nothing_but_a_sustained_signal_does(video_gate:
     benign = clip(media_dir / "five.mp4", seconds=4.5)  # 5 uniform samples + last
     spike = VideoGate(video_gate.settings, video_gate.policies, video_gate.prompts,
                       [Scripted([0.1, 0.95, 0.1, 0.1, 0.1, 0.1])], transcriber=video_gate.transcriber,
-                      hashes=video_gate.hashes)
+                      hashes=video_gate.hashes, faces=video_gate.faces)
     assert spike.run(benign, None, "default", "job-spike")[0].action == "allow"
     held = VideoGate(video_gate.settings, video_gate.policies, video_gate.prompts,
                      [Scripted([0.1, 0.9, 0.92, 0.1, 0.1, 0.1])], transcriber=video_gate.transcriber,
-                     hashes=video_gate.hashes)
+                     hashes=video_gate.hashes, faces=video_gate.faces)
     decision = held.run(benign, None, "default", "job-held")[0]
     assert decision.action == "block"
     sexual = next(c for c in decision.categories if c.category == "sexual")
