@@ -197,7 +197,7 @@ def worker(like_settings: Settings) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def test_a_video_is_blocked_released_and_blocked_again_as_consent_changes(
         api: str, keys: dict[str, str], worker: list, tmp_path: Path) -> None:
-    clip = pan_clip(FACES / "obama.jpg", tmp_path / "pan.mp4", seconds=10, size="640x360")
+    clip = pan_clip(FACES / "obama.jpg", tmp_path / "pan.mp4", seconds=5, size="640x360")  # 10 s: test_likeness.py
     assert enrol(api, keys["acme"], "p-o2", "obama2.jpg", "obama3.jpg").status_code == 201
 
     def decided(job_id: str) -> dict:
