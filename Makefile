@@ -66,8 +66,8 @@ $(TESTDATA): | $(STAMP)
 		dinotool-0.4.0/test/data/sintel.mp4 dinotool-0.4.0/test/data/cooking_droid_speed.mp4
 	rm -rf var/testdata/dl
 
-# Debian packages the services and tests need, installed only when missing.
-DEBS := redis-server ffmpeg espeak-ng
+# Debian packages the services and tests need, installed only when missing (chromium: the console's browser tests).
+DEBS := redis-server ffmpeg espeak-ng chromium
 debian:
 	@missing=""; for cmd in $(DEBS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
         default=0.0, ge=0, le=50, description="How long a batch waits for company once nothing is in flight; "
         "0: none (requests that arrive while one batch runs form the next).")
     max_body_bytes: int = 64 * 1024
+    console_session_s: int = Field(default=8 * 3600, ge=60, description="How long a console sign-in lasts.")
     api_max_in_flight: int = Field(default=64, ge=1, description="Requests one API process serves at once; "
                                    "past that it answers 503 overloaded (load shedding).")
 

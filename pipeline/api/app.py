@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from pipeline import __version__
-from pipeline.api import audit, errors, images, likeness, middleware, ops, prompts, review, verify, videos
+from pipeline.api import audit, console, errors, images, likeness, middleware, ops, prompts, review, verify, videos
 from pipeline.api.deps import Services
 from pipeline.kafka import start_producer
 from pipeline.prompt.gate import PromptGate
@@ -19,8 +19,8 @@ from pipeline.store.state import RedisVectorCache, State
 if TYPE_CHECKING:
     from pipeline.video.gate import VideoGate
 
-ROUTERS = (prompts.router, images.router, videos.router, likeness.router, review.router, audit.router, verify.router,
-           ops.router)
+ROUTERS = (prompts.router, images.router, videos.router, likeness.router, review.router, console.router,
+           audit.router, verify.router, ops.router)
 
 
 def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None = None,
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None
     app = FastAPI(title="genguard", version=__version__, lifespan=lifespan,
                   description="Moderation and provenance gate for generative video.")
     errors.install(app)
+    app.add_exception_handler(console.SignIn, console.to_sign_in)
     middleware.install(app, settings)
     for router in ROUTERS:
         app.include_router(router)

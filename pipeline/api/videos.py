@@ -37,7 +37,7 @@ class JobView(BaseModel):
 
 def job_view(job: Job) -> JobView:
     decided = job.decision if job.decision and "action" in job.decision else None
-    reviewed = (job.review or {}).get("decision") and ("allow" if job.status == "allowed" else "block")
+    reviewed = {"allowed": "allow", "blocked": "block"}.get((job.review or {}).get("decision", ""))  # not escalated
     return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, creator=job.creator, history=job.history,
                    action=reviewed or (decided or {}).get("action"), error=job.error, decision=decided,
                    review=job.review, watermark_key=job.watermark_key)

@@ -8,6 +8,7 @@ import hashlib
 from pipeline.records import AuditEvent, AuditRecord, ImageVerdict, Job, PromptRequest, Verdict, VideoDecision
 from pipeline.stages import audit_id
 from policies.engine import CompiledPolicy
+from policies.schema import Action
 
 
 def prompt_verdict(request: PromptRequest, verdict: Verdict) -> AuditRecord:
@@ -72,9 +73,10 @@ def video_decision(job: Job, decision: VideoDecision, actor: str) -> AuditRecord
         reason="; ".join(f"{c.category}:{c.severity}" for c in decision.categories) or "no category fired")
 
 
-def review_action(job: Job, reviewer: str, approve: bool, reason: str) -> AuditRecord:
+def review_action(job: Job, reviewer: str, action: Action, reason: str) -> AuditRecord:
+    """A reviewer's decision by key id: allow (approved), block, or review (escalated, still held)."""
     return AuditRecord(event="review.action", actor=reviewer, tenant=job.tenant, subject=job.job_id,
-                       content_sha256=job.sha256, action="allow" if approve else "block", reason=reason)
+                       content_sha256=job.sha256, action=action, reason=reason)
 
 
 def video_released(job: Job, released_sha256: str, payload: str, actor: str) -> AuditRecord:

@@ -152,6 +152,8 @@ class JobLedger:
         job.history = [{"status": job.status, "at": utcnow().isoformat()}]
         if not await self.r.set(self.key("job", job.job_id), job.model_dump_json(), nx=True):
             return False
+        if job.creator:  # a reviewer sees the creator's earlier jobs next to this one
+            await self.r.zadd(self.key("creator", job.tenant, job.creator), {job.job_id: utcnow().timestamp()})
         if job.status not in TERMINAL:
             await self.touch(job.job_id)
         return True
@@ -208,3 +210,12 @@ class JobLedger:
 
     async def review_queue(self, tenant: str, limit: int = 100) -> list[str]:
         return [j.decode() for j in await self.r.zrange(self.key("review", tenant), 0, limit - 1)]
+
+    async def review_tenants(self) -> list[str]:
+        """Tenants with a review queue (an admin's console shows them all)."""
+        prefix = self.key("review", "")
+        return sorted({k.decode().removeprefix(prefix) async for k in self.r.scan_iter(f"{prefix}*")})
+
+    async def by_creator(self, tenant: str, creator: str, limit: int = 20) -> list[str]:
+        """The creator's jobs, newest first."""
+        return [j.decode() for j in await self.r.zrevrange(self.key("creator", tenant, creator), 0, limit - 1)]

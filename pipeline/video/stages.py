@@ -167,8 +167,20 @@ async def review(st: StageContext, job_id: str, tenant: str, reviewer: str, appr
         raise ValueError(f"job {job_id} is {job.status}, not waiting for review")
     status, topic = OUTCOME["allow" if approve else "block"]
     job = await st.jobs.update(job_id, status, review={"reviewer": reviewer, "decision": status, "reason": reason})
-    await st.audit(events.review_action(job, reviewer, approve, reason))
+    await st.audit(events.review_action(job, reviewer, "allow" if approve else "block", reason))
     await st.send(topic, job)
+    return job
+
+
+async def escalate(st: StageContext, job_id: str, tenant: str, reviewer: str, reason: str) -> Job:
+    """A reviewer hands a job on to a senior reviewer: it stays held, marked, and the hand-off is audited."""
+    job = await st.jobs.get(job_id)
+    if job is None or job.tenant != tenant:
+        raise KeyError(job_id)
+    if job.status != "review":
+        raise ValueError(f"job {job_id} is {job.status}, not waiting for review")
+    job = await st.jobs.update(job_id, review={"reviewer": reviewer, "decision": "escalated", "reason": reason})
+    await st.audit(events.review_action(job, reviewer, "review", f"escalated: {reason}"))
     return job
 
 
