@@ -37,6 +37,8 @@ class Topics:
 JobStatus = Literal["queued", "sampling", "scoring", "transcribing", "deciding", "review", "allowed", "released",
                     "blocked", "failed"]
 TERMINAL: tuple[JobStatus, ...] = ("released", "blocked", "failed")  # allowed still awaits release
+OUTCOME: dict[str, tuple[JobStatus, str]] = {  # an action -> the job's status and the topic it goes on to
+    "allow": ("allowed", Topics.ALLOWED), "review": ("review", Topics.REVIEW), "block": ("blocked", Topics.BLOCKED)}
 
 
 class JobMessage(BaseModel):
@@ -69,6 +71,7 @@ class Job(BaseModel):
     released_uri: str | None = None
     watermark: str | None = None  # the invisible payload, hex
     watermark_key: str | None = None  # the id (never the secret) of the key it was embedded with
+    appeal: dict[str, str] | None = None  # state (open, upheld, overturned), reason, by whom and when
 
 
 def encode_vector(v: np.ndarray) -> str:
@@ -95,6 +98,7 @@ class PromptRequest(BaseModel):
     tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     prompt: str
     actor: str = "anonymous"
+    creator: str | None = Field(None, pattern=CREATOR, description="who asked (their strikes count)")
 
     @field_validator("prompt")
     @classmethod
@@ -123,6 +127,7 @@ class Verdict(Evaluation):
     created_at: datetime = Field(default_factory=utcnow)
     shadow: Shadow | None = None
     language: str | None = Field(None, description="the prompt's language (ISO 639-1), as detected")
+    strikes: int | None = Field(None, description="the creator's strikes in the policy's window, when counted")
 
 
 class Observation(BaseModel):
@@ -184,6 +189,7 @@ class VideoDecision(Evaluation):
 
     job_id: str
     tenant: str
+    strikes: int | None = Field(None, description="the creator's strikes in the policy's window, when counted")
     model_versions: dict[str, str] = {}
     evidence: dict[int, list[str]] = Field({}, description="frame index -> why that frame drove a category")
     frames: list[FrameSample] = []
@@ -227,7 +233,8 @@ class StoredSignals(BaseModel):
 
 AuditEvent = Literal["prompt.verdict", "image.verdict", "video.decision", "video.rejected", "review.action",
                      "video.released", "key.created", "key.revoked", "watermark_key.rotated", "policy.activated",
-                     "likeness.enrolled", "likeness.granted", "likeness.revoked", "likeness.erased"]
+                     "likeness.enrolled", "likeness.granted", "likeness.revoked", "likeness.erased",
+                     "appeal.opened", "appeal.decided", "strike.added", "strike.removed"]
 
 
 class AuditRecord(BaseModel):

@@ -138,6 +138,15 @@ class Faces(Strict):
                          "not: a helper for combinations (sexual content of a real person)")
 
 
+class Strikes(Strict):
+    """What a creator's finally blocked videos in the last ``window_days`` do to their next ones."""
+
+    review_all_after: int | None = Field(3, ge=1, description="From this many strikes on, nothing is allowed "
+                                         "without a human (allow becomes review)")
+    block_after: int | None = Field(10, ge=1, description="From this many strikes on, everything is blocked")
+    window_days: int = Field(30, ge=1, le=3650)
+
+
 class Release(Strict):
     """How released videos are marked, per tenant: the visible mark and what the manifest says."""
 
@@ -163,6 +172,7 @@ class Policy(Strict):
     tighten: list[Tighten] = []
     hash_lists: dict[str, HashList] = {}
     faces: Faces | None = None
+    strikes: Strikes | None = None
     release: Release = Release()
 
 

@@ -43,7 +43,10 @@ def api(console_settings: Settings, gate: PromptGate) -> Iterator[str]:
 def keys(console_settings: Settings) -> dict[str, str]:
     return {"acme": make_key(console_settings, "acme", ["review", "submit"]),
             "globex": make_key(console_settings, "globex", ["review"]),
-            "check-only": make_key(console_settings, "acme", ["check"])}
+            "check-only": make_key(console_settings, "acme", ["check"]),
+            "senior": make_key(console_settings, "acme", ["review", "appeal"]),
+            "senior-2": make_key(console_settings, "acme", ["appeal"]),
+            "policy-owner": make_key(console_settings, "acme", ["policy"])}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def browser() -> Iterator[Browser]:
 def held_job(api: str, key: str, video: Path) -> str:
     with video.open("rb") as f:
         r = httpx.post(f"{api}/v1/videos", headers={"Authorization": f"Bearer {key}"},
-                       files={"video": ("v.mp4", f, "video/mp4")}, data={"creator": "c-1"}, timeout=30)
+                       files={"video": ("v.mp4", f, "video/mp4")}, data={"creator": "c-console"}, timeout=30)
     job_id = r.json()["job_id"]
     assert wait_for(api, key, job_id, timeout=180)["status"] == "review"
     return job_id
@@ -182,3 +185,60 @@ def test_no_entry_without_a_valid_session_csrf_token_or_tenant(api: str, keys: d
     time.sleep(0.2)
     page.goto(f"{api}/console")
     expect(page).to_have_url(f"{api}/console/login")
+
+
+def test_a_block_is_appealed_and_overturned_by_another_senior_reviewer(
+        api: str, keys: dict[str, str], spoken_violence: Path, browser: Browser, console_settings: Settings) -> None:
+    job_id = held_job(api, keys["acme"], spoken_violence)
+    first = browser.new_page()
+    sign_in(first, api, keys["senior"])
+    first.goto(f"{api}/console/jobs/{job_id}")
+    first.check("input[value=block]")
+    first.fill("#reason", "looks like real assault")
+    first.click("#decide button[type=submit]")
+    expect(first.locator("#status")).to_have_text("blocked")
+    expect(first.locator("#strikes")).to_contain_text("1 strike")
+    auth = {"Authorization": f"Bearer {keys['acme']}"}
+    appealed = httpx.post(f"{api}/v1/jobs/{job_id}/appeal", headers=auth, json={"reason": "it is Sintel, a film"})
+    assert appealed.status_code == 200 and appealed.json()["appeal"]["state"] == "open", appealed.text
+    again = httpx.post(f"{api}/v1/jobs/{job_id}/appeal", headers=auth, json={"reason": "once more"})
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "appeal_exists")
+    first.goto(f"{api}/console")
+    expect(first.locator(f"#appeals a:text('{job_id}')")).to_be_visible()
+    first.goto(f"{api}/console/jobs/{job_id}")
+    expect(first.locator("#not-yours")).to_be_visible()  # the first reviewer cannot decide the appeal
+    csrf = first.locator("input[name=csrf]").first.get_attribute("value")
+    own = first.request.post(f"{api}/console/jobs/{job_id}/appeal",
+                             form={"decision": "overturn", "reason": "my own call", "csrf": csrf})
+    assert own.status == 403 and own.json()["error"]["code"] == "own_decision"
+    second = browser.new_page()
+    sign_in(second, api, keys["senior-2"])
+    second.goto(f"{api}/console/jobs/{job_id}")
+    second.check("input[value=overturn]")
+    second.fill("#reason", "animated film, not real")
+    second.click("#decide button[type=submit]")
+    expect(second.locator("#appeal-state")).to_contain_text("overturned")
+    expect(second.locator("#strikes")).to_contain_text("0 strike")  # the overturn took the strike back
+    released(api, keys["acme"], job_id)
+    assert httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth).json()["appeal"]["state"] == "overturned"
+    second.goto(f"{api}/console/ops")
+    acme = second.locator("section.ops[data-tenant=acme]")
+    expect(acme.locator(".overturn")).to_have_text("100%")
+    second.screenshot(path=str(shots() / "console-ops.png"), full_page=True)
+    scraped = httpx.get(f"{api}/metrics").text
+    assert 'genguard_review_overturn_ratio{tenant="acme"} 1.0' in scraped
+    assert 'genguard_review_decisions_today{action="block",tenant="acme",who="review"} 1.0' in scraped
+
+
+def test_a_policy_owner_reads_but_cannot_decide(api: str, keys: dict[str, str], spoken_violence: Path,
+                                                browser: Browser) -> None:
+    job_id = held_job(api, keys["acme"], spoken_violence)
+    page = browser.new_page()
+    sign_in(page, api, keys["policy-owner"])
+    page.goto(f"{api}/console/jobs/{job_id}")
+    expect(page.locator("p.line.flagged")).to_be_visible()
+    expect(page.locator("#decide")).to_have_count(0)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    tried = page.request.post(f"{api}/console/jobs/{job_id}/decide",
+                              form={"decision": "approve", "reason": "not mine to say", "csrf": csrf})
+    assert tried.status == 403 and tried.json()["error"]["code"] == "missing_scope"

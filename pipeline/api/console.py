@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,16 +20,18 @@ from PIL import Image
 
 from pipeline.api.deps import services
 from pipeline.api.errors import ApiError
-from pipeline.records import Job, VideoDecision, utcnow
+from pipeline.records import Job, utcnow
+from pipeline.store.review import ReviewStore
 from pipeline.store.sessions import ConsoleSession, Sessions
-from pipeline.video import casefile, stages
+from pipeline.video import casefile, review
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 HERE = Path(__file__).parent
 PAGES = Jinja2Templates(directory=HERE / "templates")
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 COOKIE, LOGIN_COOKIE = "gg_console", "gg_login"
-MAY_REVIEW = {"review", "admin"}
+MAY_SIGN_IN = {"review", "appeal", "policy", "admin"}  # reviewer, senior reviewer, policy owner (read-only)
+MAY_REVIEW, MAY_APPEAL = {"review", "admin"}, {"appeal", "admin"}
 
 
 class SignIn(Exception):
@@ -88,8 +89,9 @@ async def login(request: Request, api_key: Annotated[str, Form()], csrf: Annotat
         raise ApiError(403, "csrf", "the sign-in form's CSRF token is missing or wrong: reload the page")
     svc = services(request)
     key = await svc.state.lookup_key(api_key.strip())
-    if key is None or not MAY_REVIEW & set(key.scopes):
-        return await login_page(request, error="That key is unknown or lacks the 'review' scope.")
+    if key is None or not MAY_SIGN_IN & set(key.scopes):
+        return await login_page(request, error="That key is unknown or lacks the 'review' scope (or 'appeal', "
+                                               "'policy').")
     session_id, _ = await Sessions(svc.state, svc.settings.console_session_s).start(key)
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(COOKIE, session_id, max_age=svc.settings.console_session_s, httponly=True, samesite="strict",
@@ -111,23 +113,24 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
 @router.get("")
 async def queue(request: Request, category: str = "", source: str = "", min_age_s: int = 0,
                 tenant: str = "") -> HTMLResponse:
-    """Jobs held for review, oldest first, with their age; filtered by tenant, category and source."""
+    """Jobs held for review and open appeals, oldest first, with their age; filtered by tenant,
+    category and source."""
     _, session = await session_of(request)
-    ledger, now = services(request).stages.jobs, utcnow()
+    ledger, appeals, now = services(request).stages.jobs, ReviewStore(services(request).state), utcnow()
     tenants = await ledger.review_tenants() if session.admin else [session.tenant]
-    rows = []
-    for t in [t for t in tenants if not tenant or t == tenant]:
-        for job in [j for j in [await ledger.get(i) for i in await ledger.review_queue(t)] if j is not None]:
-            decision = VideoDecision.model_validate(job.decision) if job.decision and "action" in job.decision else None
-            held = next((h["at"] for h in reversed(job.history) if h["status"] == "review"), job.history[0]["at"])
-            age = (now - datetime.fromisoformat(held)).total_seconds()
-            cats = sorted(decision.flagged()) if decision else []
-            found = casefile.sources(decision) if decision else set()
-            if (category and category not in cats) or (source and source not in found) or age < min_age_s:
-                continue
-            rows.append({"job": job, "categories": cats, "sources": sorted(found), "age_s": age})
-    rows.sort(key=lambda r: -r["age_s"])
-    return page(request, "queue.html", session=session, rows=rows, tenants=tenants,
+    if session.admin:
+        tenants = sorted(set(tenants) | set(await appeals.tenants()))
+    shown = [t for t in tenants if not tenant or t == tenant]
+
+    async def rows(ids: list[str], since: str) -> list[dict[str, Any]]:
+        found = [casefile.row(j, now, since) for j in [await ledger.get(i) for i in ids] if j is not None]
+        keep = [r for r in found if (not category or category in r["categories"])
+                and (not source or source in r["sources"]) and r["age_s"] >= min_age_s]
+        return sorted(keep, key=lambda r: -r["age_s"])
+
+    held = await rows([i for t in shown for i in await ledger.review_queue(t)], "review")
+    appealed = await rows([i for t in shown for i in await appeals.appeals(t)], "blocked")
+    return page(request, "queue.html", session=session, rows=held, appeals=appealed, tenants=tenants,
                 filters={"category": category, "source": source, "min_age_s": min_age_s, "tenant": tenant})
 
 
@@ -136,16 +139,21 @@ async def job_page(request: Request, job_id: str) -> HTMLResponse:
     _, session = await session_of(request)
     svc = services(request)
     job = await visible_job(request, session, job_id)
-    decision = VideoDecision.model_validate(job.decision) if job.decision and "action" in job.decision else None
+    decision = casefile.decision_of(job)
     earlier = [j for j in [await svc.stages.jobs.get(i) for i in await svc.stages.jobs.by_creator(
         job.tenant, job.creator)] if j is not None and j.job_id != job.job_id] if job.creator else []
     policy = svc.policies.for_tenant(job.tenant)
+    window = policy.policy.strikes.window_days if policy.policy.strikes else 30
+    strikes = await ReviewStore(svc.state).strikes(job.tenant, job.creator, window) if job.creator else None
+    scopes = set(session.scopes)
     return page(request, "job.html", session=session, job=job, decision=decision, earlier=earlier,
                 marks=casefile.marks(decision) if decision else [],
                 lines=casefile.transcript(decision) if decision else [],
                 readings=casefile.readings(decision, policy) if decision else [],
                 duration=float((decision.probe if decision else {}).get("duration_s") or 0) or 1.0,
-                live_policy=policy.version)
+                live_policy=policy.version, strikes=strikes, window=window, may_review=bool(MAY_REVIEW & scopes),
+                may_appeal=bool(MAY_APPEAL & scopes) and review.first_decider(job) != session.key_id,
+                first_decider=review.first_decider(job))
 
 
 @router.get("/jobs/{job_id}/video")
@@ -184,11 +192,41 @@ async def decide(request: Request, job_id: str, decision: Annotated[str, Form()]
     st = services(request).stages
     try:
         if decision == "escalate":
-            await stages.escalate(st, job.job_id, job.tenant, session.key_id, reason.strip())
+            await review.escalate(st, job.job_id, job.tenant, session.key_id, reason.strip())
         elif decision in ("approve", "block"):
-            await stages.review(st, job.job_id, job.tenant, session.key_id, decision == "approve", reason.strip())
+            await review.review(st, job.job_id, job.tenant, session.key_id, decision == "approve", reason.strip())
         else:
             raise ApiError(422, "invalid_decision", "decide approve, block or escalate")
     except ValueError as e:
         raise ApiError(409, "not_in_review", str(e)) from e
     return RedirectResponse(f"/console/jobs/{job.job_id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/appeal")
+async def decide_appeal(request: Request, job_id: str, decision: Annotated[str, Form()],
+                        reason: Annotated[str, Form()], csrf: Annotated[str, Form()] = "") -> Response:
+    """A senior reviewer upholds or overturns (on to release) an appealed block; never the first decider."""
+    _, session = await session_of(request)
+    checked(session, csrf)
+    if not MAY_APPEAL & set(session.scopes):
+        raise ApiError(403, "missing_scope", "deciding appeals needs the 'appeal' scope")
+    job = await visible_job(request, session, job_id)
+    if decision not in ("uphold", "overturn") or len(reason.strip()) < 3:
+        raise ApiError(422, "invalid_decision", "uphold or overturn, with a reason of at least 3 characters")
+    try:
+        await review.decide_appeal(services(request).stages, job.job_id, job.tenant, session.key_id,
+                                   decision == "overturn", reason.strip())
+    except PermissionError as e:
+        raise ApiError(403, "own_decision", str(e)) from e
+    except ValueError as e:
+        raise ApiError(409, "no_open_appeal", str(e)) from e
+    return RedirectResponse(f"/console/jobs/{job.job_id}", status_code=303)
+
+
+@router.get("/ops")
+async def operations(request: Request) -> HTMLResponse:
+    """Queue depth, decisions per day, overturn rate, median time in queue, per category."""
+    _, session = await session_of(request)
+    store = ReviewStore(services(request).state)
+    tenants = await store.tenants() if session.admin else [session.tenant]
+    return page(request, "ops.html", session=session, figures=[await store.figures(t) for t in tenants])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from pipeline.api.deps import require, services
 from pipeline.api.errors import CONFLICT, ERRORS, ApiError
 from pipeline.prompt import stage
-from pipeline.records import PromptRequest, Verdict
+from pipeline.records import CREATOR, PromptRequest, Verdict
 from pipeline.store.state import ApiKey
 
 router = APIRouter(tags=["prompts"])
@@ -22,6 +22,8 @@ class CheckRequest(BaseModel):
     tenant: str | None = Field(None, description="Defaults to the API key's tenant.")
     request_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
                                    description="Idempotency key: a repeat returns the first verdict.")
+    creator: str | None = Field(None, pattern=CREATOR, description="Your pseudonymous id of who asked (strikes); "
+                                "never an e-mail")
 
 
 @router.post("/v1/prompts:check", response_model=Verdict, responses={**ERRORS, **CONFLICT})
@@ -37,7 +39,7 @@ async def check_prompt(body: CheckRequest, request: Request,
         raise ApiError(413, "prompt_too_long", f"prompt has {len(body.prompt)} characters; the limit is {limit}")
     if not body.prompt.strip():
         raise ApiError(422, "prompt_empty", "prompt is empty")
-    req = PromptRequest(tenant=tenant, prompt=body.prompt, actor=key.key_id,
+    req = PromptRequest(tenant=tenant, prompt=body.prompt, actor=key.key_id, creator=body.creator,
                         **({"request_id": body.request_id} if body.request_id else {}))
     try:
         verdict, replayed = await stage.check(svc.stages, req, "api", reply=False,

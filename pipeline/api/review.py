@@ -11,7 +11,7 @@ from pipeline.api.deps import require, services
 from pipeline.api.errors import CONFLICT, ERRORS, ApiError
 from pipeline.api.videos import JobView, job_view
 from pipeline.store.state import ApiKey
-from pipeline.video import stages
+from pipeline.video import review
 
 router = APIRouter(tags=["review"])
 
@@ -34,7 +34,7 @@ async def review_job(job_id: str, body: ReviewBody, request: Request,
                      key: Annotated[ApiKey, Depends(require("review"))]) -> JobView:
     """Approve (on to release) or reject (blocked) a job held for review; audited."""
     try:
-        job = await stages.review(services(request).stages, job_id, key.tenant, key.key_id,
+        job = await review.review(services(request).stages, job_id, key.tenant, key.key_id,
                                   body.decision == "approve", body.reason)
     except KeyError as e:
         raise ApiError(404, "job_not_found", f"no job {job_id}") from e

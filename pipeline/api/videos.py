@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipeline.api.deps import owned_job, require, services, spooled
 from pipeline.api.errors import CONFLICT, ERRORS, MEDIA_STATUS, ApiError, ErrorResponse
 from pipeline.media import MediaError
 from pipeline.records import CREATOR, Job, VideoDecision
 from pipeline.store.state import ApiKey
-from pipeline.video import stages
+from pipeline.video import review, stages
 from pipeline.video.evidence import contact_sheet
 
 router = APIRouter(tags=["videos"])
@@ -33,6 +33,7 @@ class JobView(BaseModel):
     decision: dict[str, Any] | None = None
     review: dict[str, str] | None = None
     watermark_key: str | None = None  # the id of the invisible watermark's key, once released (never the key)
+    appeal: dict[str, str] | None = None  # state: open, upheld or overturned
 
 
 def job_view(job: Job) -> JobView:
@@ -40,7 +41,7 @@ def job_view(job: Job) -> JobView:
     reviewed = {"allowed": "allow", "blocked": "block"}.get((job.review or {}).get("decision", ""))  # not escalated
     return JobView(job_id=job.job_id, status=job.status, tenant=job.tenant, creator=job.creator, history=job.history,
                    action=reviewed or (decided or {}).get("action"), error=job.error, decision=decided,
-                   review=job.review, watermark_key=job.watermark_key)
+                   review=job.review, watermark_key=job.watermark_key, appeal=job.appeal)
 
 
 @router.post("/v1/videos", status_code=202, response_model=JobView, responses={**ERRORS, 415: {"model": ErrorResponse}})
@@ -70,6 +71,24 @@ async def submit_video(request: Request, key: Annotated[ApiKey, Depends(require(
 async def get_job(job_id: str, request: Request, key: Annotated[ApiKey, Depends(require("submit"))]) -> JobView:
     """Status with timestamps, and once decided: action, categories, frames and transcript evidence."""
     return job_view(await owned_job(request, job_id, key))
+
+
+class AppealBody(BaseModel):
+    reason: str = Field(min_length=3, max_length=2000, description="Why the block is wrong")
+
+
+@router.post("/v1/jobs/{job_id}/appeal", response_model=JobView, responses={**ERRORS, **CONFLICT})
+async def appeal_job(job_id: str, body: AppealBody, request: Request,
+                     key: Annotated[ApiKey, Depends(require("submit"))]) -> JobView:
+    """Contest a blocked job (once): a senior reviewer upholds or overturns it (overturned: released)."""
+    job = await owned_job(request, job_id, key)
+    try:
+        return job_view(await review.appeal(services(request).stages, job.job_id, job.tenant, key.key_id,
+                                            body.reason))
+    except ValueError as e:
+        raise ApiError(409, "not_blocked", str(e)) from e
+    except FileExistsError as e:
+        raise ApiError(409, "appeal_exists", str(e)) from e
 
 
 @router.get("/v1/jobs/{job_id}/evidence.png", responses={200: {"content": {"image/png": {}}}, **ERRORS, **CONFLICT})

@@ -70,7 +70,8 @@ def video_decision(job: Job, decision: VideoDecision, actor: str) -> AuditRecord
         subject=job.job_id, content_sha256=job.sha256, policy_id=decision.policy_id,
         policy_version=decision.policy_version, model_versions=decision.model_versions, action=decision.action,
         categories={c.category: c.score for c in decision.categories},
-        reason="; ".join(f"{c.category}:{c.severity}" for c in decision.categories) or "no category fired")
+        reason=("; ".join(f"{c.category}:{c.severity}" for c in decision.categories) or "no category fired")
+        + (f"; creator strikes {decision.strikes}" if decision.strikes is not None else ""))
 
 
 def review_action(job: Job, reviewer: str, action: Action, reason: str) -> AuditRecord:

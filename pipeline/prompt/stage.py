@@ -150,6 +150,11 @@ async def check(ctx: StageContext, request: PromptRequest, source: str, reply: b
 
     async def work() -> Verdict:
         verdict = await checker.decide(request, source)  # off the event loop, batched with concurrent ones
+        if request.creator:  # a creator with many strikes gets nothing through without a human
+            from pipeline.video.review import with_strikes
+
+            verdict = await with_strikes(ctx.state, request.tenant, request.creator,
+                                         ctx.policies.for_tenant(request.tenant), verdict)
         if reply:
             await ctx.publish(Topics.VERDICTS, request.request_id, verdict.model_dump_json().encode())
         await ctx.audit(events.prompt_verdict(request, verdict))

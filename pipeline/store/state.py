@@ -23,8 +23,9 @@ from redis.retry import Retry
 from pipeline.records import TERMINAL, Job, JobStatus, new_id, utcnow
 from pipeline.settings import Settings
 
-Scope = Literal["check", "submit", "review", "audit", "likeness", "admin"]
-ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "audit", "likeness", "admin")
+# review: reviewer; appeal: senior reviewer (decides appeals); policy: policy owner (reads the console)
+Scope = Literal["check", "submit", "review", "appeal", "policy", "audit", "likeness", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "appeal", "policy", "audit", "likeness", "admin")
 
 
 class ApiKey(BaseModel):

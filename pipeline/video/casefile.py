@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from pipeline.records import VideoDecision
+from pipeline.records import Job, VideoDecision
 from policies.engine import CompiledPolicy
 
 SPAN = re.compile(r"^transcript (\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)s$")
@@ -108,3 +109,18 @@ def readings(decision: VideoDecision, policy: CompiledPolicy | None) -> list[Rea
             out.append(Reading(cat.category, f"{m.kind}:{m.id}", m.score, m.severity,
                                getattr(levels, m.severity) if levels else None, m.source or "frames", m.detail))
     return out
+
+
+def decision_of(job: Job) -> VideoDecision | None:
+    return VideoDecision.model_validate(job.decision) if job.decision and "action" in job.decision else None
+
+
+def row(job: Job, now: datetime, since: str = "review") -> dict[str, object]:
+    """One queue row: the job, what fired and where, and how long it has waited since it entered
+    ``since`` (review; blocked for an appeal, counted from the appeal)."""
+    decision = decision_of(job)
+    entered = (job.appeal or {}).get("at") if since == "blocked" else None
+    entered = entered or next((h["at"] for h in reversed(job.history) if h["status"] == since), job.history[0]["at"])
+    return {"job": job, "categories": sorted(decision.flagged()) if decision else [],
+            "sources": sorted(sources(decision)) if decision else [],
+            "age_s": (now - datetime.fromisoformat(entered)).total_seconds()}

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline.audit import events
 from pipeline.media import MediaError, decode, limits_of, probe
 from pipeline.records import (
+    OUTCOME,
     TERMINAL,
     Job,
     JobMessage,
@@ -32,10 +33,9 @@ from pipeline.records import (
 )
 from pipeline.stages import STAGES, StageContext
 from pipeline.store.likeness import LikenessStore
+from pipeline.video import review
 
 log = logging.getLogger("genguard.jobs")
-OUTCOME: dict[str, tuple[JobStatus, str]] = {
-    "allow": ("allowed", Topics.ALLOWED), "review": ("review", Topics.REVIEW), "block": ("blocked", Topics.BLOCKED)}
 DECIDED: dict[JobStatus, str] = dict(OUTCOME.values())
 
 
@@ -146,6 +146,7 @@ async def decide(st: StageContext, msg: JobMessage) -> VideoDecision | None:
     enrolled = await LikenessStore(st.state, st.settings).view(job.tenant, job.creator)  # read per job: revocations
     decision = await st.run(lambda: gate.judge(observation, policy, job.job_id, job.tenant, enrolled, job.creator),
                             "decide")
+    decision = await review.with_strikes(st.state, job.tenant, job.creator, policy, decision)
     if st.signals is not None:
         st.signals.append(StoredSignals(subject=job.job_id, tenant=job.tenant, video=observation, prompt=job.prompt,
                                         action=decision.action, categories=sorted(decision.flagged()),
@@ -154,34 +155,9 @@ async def decide(st: StageContext, msg: JobMessage) -> VideoDecision | None:
     await st.audit(events.video_decision(job, decision, f"worker:{st.settings.worker_name}"))
     await st.jobs.update(job.job_id, status, decision=decision.model_dump(mode="json"))  # after its audit record
     await st.send(topic, job)
+    await review.counted(st, job, decision.action, sorted(decision.flagged()), "machine")
     await st.done("decide", job.job_id, decision.action)
     return decision
-
-
-async def review(st: StageContext, job_id: str, tenant: str, reviewer: str, approve: bool, reason: str) -> Job:
-    """A human decision on a job held for review: approved jobs go on to release, rejected are blocked."""
-    job = await st.jobs.get(job_id)
-    if job is None or job.tenant != tenant:
-        raise KeyError(job_id)
-    if job.status != "review":
-        raise ValueError(f"job {job_id} is {job.status}, not waiting for review")
-    status, topic = OUTCOME["allow" if approve else "block"]
-    job = await st.jobs.update(job_id, status, review={"reviewer": reviewer, "decision": status, "reason": reason})
-    await st.audit(events.review_action(job, reviewer, "allow" if approve else "block", reason))
-    await st.send(topic, job)
-    return job
-
-
-async def escalate(st: StageContext, job_id: str, tenant: str, reviewer: str, reason: str) -> Job:
-    """A reviewer hands a job on to a senior reviewer: it stays held, marked, and the hand-off is audited."""
-    job = await st.jobs.get(job_id)
-    if job is None or job.tenant != tenant:
-        raise KeyError(job_id)
-    if job.status != "review":
-        raise ValueError(f"job {job_id} is {job.status}, not waiting for review")
-    job = await st.jobs.update(job_id, review={"reviewer": reviewer, "decision": "escalated", "reason": reason})
-    await st.audit(events.review_action(job, reviewer, "review", f"escalated: {reason}"))
-    return job
 
 
 async def reconcile(st: StageContext) -> list[str]:
