@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Page, expect, sync_playwright
 
 from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
@@ -83,6 +83,19 @@ def sign_in(page: Page, api: str, key: str) -> None:
     expect(page).to_have_url(f"{api}/console")
 
 
+def decide_in(page: Page, api: str, job_id: str, choice: str, reason: str) -> None:
+    """Open the job, choose, give the reason and submit, as a reviewer would with the mouse."""
+    page.goto(f"{api}/console/jobs/{job_id}")
+    page.check(f"input[value={choice}]")
+    page.fill("#reason", reason)
+    page.click("#decide button[type=submit]")
+
+
+def post_with_token(page: Page, url: str, **form: str) -> APIResponse:
+    """A form post carrying the page's own CSRF token: only authorisation can stop it."""
+    return page.request.post(url, form={**form, "csrf": page.locator("input[name=csrf]").first.get_attribute("value")})
+
+
 def shots() -> Path:
     out = Path(os.environ.get("GENGUARD_SCREENSHOTS", "") or "/tmp/genguard-console-shots")
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +140,7 @@ def test_a_reviewer_signs_in_filters_sees_the_evidence_and_approves(api: str, ke
     expect(frame).to_have_class("reveal")  # revealed by a click
     assert page.locator("#video").evaluate("v => v.muted")
     page.screenshot(path=str(shots() / "console-job.png"), full_page=True)
-    page.check("input[value=approve]")
+    page.check("input[value=approve]")  # on the page already: the reviewer looked before deciding
     page.fill("#reason", "a staged fight in an animated film")
     page.click("#decide button[type=submit]")
     expect(page.locator("#status")).to_have_text("allowed")
@@ -192,10 +205,7 @@ def test_a_block_is_appealed_and_overturned_by_another_senior_reviewer(
     job_id = held_job(api, keys["acme"], spoken_violence)
     first = browser.new_page()
     sign_in(first, api, keys["senior"])
-    first.goto(f"{api}/console/jobs/{job_id}")
-    first.check("input[value=block]")
-    first.fill("#reason", "looks like real assault")
-    first.click("#decide button[type=submit]")
+    decide_in(first, api, job_id, "block", "looks like real assault")
     expect(first.locator("#status")).to_have_text("blocked")
     expect(first.locator("#strikes")).to_contain_text("1 strike")
     auth = {"Authorization": f"Bearer {keys['acme']}"}
@@ -207,16 +217,11 @@ def test_a_block_is_appealed_and_overturned_by_another_senior_reviewer(
     expect(first.locator(f"#appeals a:text('{job_id}')")).to_be_visible()
     first.goto(f"{api}/console/jobs/{job_id}")
     expect(first.locator("#not-yours")).to_be_visible()  # the first reviewer cannot decide the appeal
-    csrf = first.locator("input[name=csrf]").first.get_attribute("value")
-    own = first.request.post(f"{api}/console/jobs/{job_id}/appeal",
-                             form={"decision": "overturn", "reason": "my own call", "csrf": csrf})
+    own = post_with_token(first, f"{api}/console/jobs/{job_id}/appeal", decision="overturn", reason="my own call")
     assert own.status == 403 and own.json()["error"]["code"] == "own_decision"
     second = browser.new_page()
     sign_in(second, api, keys["senior-2"])
-    second.goto(f"{api}/console/jobs/{job_id}")
-    second.check("input[value=overturn]")
-    second.fill("#reason", "animated film, not real")
-    second.click("#decide button[type=submit]")
+    decide_in(second, api, job_id, "overturn", "animated film, not real")
     expect(second.locator("#appeal-state")).to_contain_text("overturned")
     expect(second.locator("#strikes")).to_contain_text("0 strike")  # the overturn took the strike back
     released(api, keys["acme"], job_id)
@@ -238,7 +243,5 @@ def test_a_policy_owner_reads_but_cannot_decide(api: str, keys: dict[str, str], 
     page.goto(f"{api}/console/jobs/{job_id}")
     expect(page.locator("p.line.flagged")).to_be_visible()
     expect(page.locator("#decide")).to_have_count(0)
-    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
-    tried = page.request.post(f"{api}/console/jobs/{job_id}/decide",
-                              form={"decision": "approve", "reason": "not mine to say", "csrf": csrf})
+    tried = post_with_token(page, f"{api}/console/jobs/{job_id}/decide", decision="approve", reason="not mine")
     assert tried.status == 403 and tried.json()["error"]["code"] == "missing_scope"
