@@ -28,6 +28,7 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/video_gate.py
 	$(BIN)/python bench/faces.py
+	$(BIN)/python bench/console.py
 	$(BIN)/python bench/release.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/roles.py

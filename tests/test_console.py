@@ -139,6 +139,8 @@ def test_a_reviewer_signs_in_filters_sees_the_evidence_and_approves(api: str, ke
     frame.click()
     expect(frame).to_have_class("reveal")  # revealed by a click
     assert page.locator("#video").evaluate("v => v.muted")
+    part = page.request.get(f"{api}/console/jobs/{job_id}/video", headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and len(part.body()) == 100  # the player can seek
     page.screenshot(path=str(shots() / "console-job.png"), full_page=True)
     page.check("input[value=approve]")  # on the page already: the reviewer looked before deciding
     page.fill("#reason", "a staged fight in an animated film")

@@ -170,11 +170,11 @@ async def job_video(request: Request, job_id: str) -> FileResponse:
 async def job_frame(request: Request, job_id: str, index: int) -> Response:
     _, session = await session_of(request)
     await visible_job(request, session, job_id)
-    frames = await asyncio.to_thread(services(request).stages.store.load_frames, job_id)
-    if not 0 <= index < len(frames):
+    frame = await asyncio.to_thread(services(request).stages.store.load_frame, job_id, index)
+    if frame is None:
         raise ApiError(404, "no_frame", f"job {job_id} has no frame {index}")
     buffer = io.BytesIO()
-    Image.fromarray(frames[index].image).save(buffer, format="JPEG", quality=85)
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=85)
     return Response(buffer.getvalue(), media_type="image/jpeg")
 
 

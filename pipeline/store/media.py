@@ -36,6 +36,10 @@ class MediaStore(abc.ABC):
     def load_frames(self, job_id: str) -> list[Frame]: ...
 
     @abc.abstractmethod
+    def load_frame(self, job_id: str, index: int) -> np.ndarray | None:
+        """One sampled frame (the console shows them one by one); None when there is no such frame."""
+
+    @abc.abstractmethod
     def load_audio(self, job_id: str) -> np.ndarray | None: ...
 
 
@@ -85,6 +89,10 @@ class LocalMediaStore(MediaStore):
         meta = json.loads((d / "frames.json").read_text())
         return [Frame(m["t"], set(m["reasons"]), np.asarray(Image.open(d / f"frame{i:03d}.png").convert("RGB")))
                 for i, m in enumerate(meta)]
+
+    def load_frame(self, job_id: str, index: int) -> np.ndarray | None:
+        path = self._job(job_id) / f"frame{index:03d}.png"
+        return np.asarray(Image.open(path).convert("RGB")) if index >= 0 and path.is_file() else None
 
     def load_audio(self, job_id: str) -> np.ndarray | None:
         path = self._job(job_id) / "audio.npy"
