@@ -17,6 +17,7 @@ import pytest
 from skimage import data
 
 from classifiers.normalize import normalize
+from pipeline.media import decode, limits_of
 from pipeline.records import AuditRecord, FaceSeen, FrameSample, decode_vector, encode_vector
 from pipeline.settings import Settings
 from pipeline.store.likeness import LikenessStore
@@ -193,11 +194,11 @@ def test_a_video_of_an_enrolled_person_needs_their_grant(video_gate: VideoGate, 
     from pipeline.store.likeness import Enrolled
 
     person = np.stack([decode_vector(v) for v in embed(video_gate, demo_settings, "obama2.jpg", "obama3.jpg")])
-    seen = {}
-    for granted in (False, True):
-        decision, _, _ = video_gate.run(obama_clip, None, "acme", "job-face", [Enrolled("p-9", person, granted)],
-                                        "c-1")
-        seen[granted] = decision
+    media = decode(obama_clip, limits_of(demo_settings))
+    seen_once = video_gate.observe(media, None, embed_faces=True)  # judging is pure: observe once, judge twice
+    policy = video_gate.policies.for_tenant("acme")
+    seen = {granted: video_gate.judge(seen_once, policy, "job-face", "acme", [Enrolled("p-9", person, granted)], "c-1")
+            for granted in (False, True)}
     blocked, allowed = seen[False], seen[True]
     assert blocked.action == "block" and "Obama" not in blocked.model_dump_json()
     (likeness,) = [c for c in blocked.categories if c.category == "likeness"]

@@ -28,7 +28,6 @@ from tests.helpers import (
     serve_api,
     start_worker,
     stop_all,
-    upload,
     wait_for,
 )
 
@@ -221,5 +220,3 @@ def test_a_video_is_blocked_released_and_blocked_again_as_consent_changes(
     again = decided(f"face-c-{stamp}")
     print(f"revocation to the next blocked decision: {time.monotonic() - revoked_at:.1f} s (a whole job)")
     assert again["status"] == "blocked"
-    assert upload(api, keys["acme"], clip, job_id=f"face-d-{stamp}").status_code == 202  # no creator: no grant
-    assert wait_for(api, keys["acme"], f"face-d-{stamp}", timeout=180)["status"] == "blocked"

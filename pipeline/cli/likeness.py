@@ -17,9 +17,19 @@ if TYPE_CHECKING:
     from pipeline.records import AuditRecord
     from pipeline.store.likeness import LikenessStore
     from pipeline.video.consent import Audit
+    from pipeline.video.gate import VideoGate
 
 T = TypeVar("T")
 TENANT = click.option("--tenant", required=True, help="The tenant whose registry this is.")
+
+
+def _frames_gate() -> VideoGate:
+    """The frame models and the face finder only: no Whisper, no text models (a still image has neither)."""
+    from pipeline.policy_source import PolicySource
+    from pipeline.video.gate import VideoGate
+
+    s = settings()
+    return VideoGate.from_settings(s, None, parts=frozenset({"frames", "judge"}), policies=PolicySource(s))
 
 
 def _registry(work: Callable[[LikenessStore, Audit, str], Awaitable[T]]) -> T:
@@ -53,14 +63,11 @@ def likeness() -> None:
               help="The person's signed consent document; only its sha256 is kept.")
 def enroll(tenant: str, person_id: str, images: tuple[Path, ...], consent_file: Path) -> None:
     """Enrol PERSON from IMAGES (each showing that person alone): embeddings are kept, photos are not."""
-    from pipeline.cli.common import gates
     from pipeline.video import consent
 
     click.echo("loading the face model ...", err=True)
-    _, gate = gates(with_video=True)
-    assert gate is not None
     try:
-        embeddings = consent.embed_photos(gate, list(images), settings())
+        embeddings = consent.embed_photos(_frames_gate(), list(images), settings())
     except consent.ConsentError as e:
         raise click.ClickException(f"{e.code}: {e}") from e
     person = _registry(lambda store, audit, actor: consent.enrol(
@@ -129,7 +136,6 @@ def check_image(image: Path, tenant: str, creator: str | None, consent_attested:
     3 rejected input."""
     import json
 
-    from pipeline.cli.common import gates
     from pipeline.media import MediaError
     from pipeline.records import new_id
     from pipeline.store.likeness import LikenessStore
@@ -142,8 +148,7 @@ def check_image(image: Path, tenant: str, creator: str | None, consent_attested:
         error = {"error": {"code": e.code, "message": str(e)}}
         click.echo(json.dumps(error) if as_json else f"REJECTED ({e.code}): {e}")
         sys.exit(3)
-    _, gate = gates(with_video=True)
-    assert gate is not None
+    gate = _frames_gate()
     enrolled = with_state(lambda state: LikenessStore(state, s).view(tenant, creator))
     verdict = judge_image(gate, pixels, gate.policies.for_tenant(tenant), new_id("img"), tenant, enrolled, creator,
                           consent_attested).model_copy(update={"width": width, "height": height})
