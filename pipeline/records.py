@@ -168,6 +168,9 @@ class Spoken(BaseModel):
     observation: Observation
 
 
+FaceMode = Literal["skip", "detect", "embed"]  # faces not looked for (nobody enrolled), found, found and embedded
+
+
 class VideoObservation(BaseModel):
     """What the models saw in one video, independent of any policy (replay re-judges it)."""
 
@@ -175,6 +178,8 @@ class VideoObservation(BaseModel):
     frames: list[FrameSample]
     detectors: dict[str, list[float]] = Field({}, description="per-frame scores of each frame detector")
     clip: list[str] | None = Field(None, description="base64 float16 image embedding per frame")
+    faces_mode: FaceMode | None = Field(None, description="how faces were looked for (None: the face model did "
+                                        "not run)")
     language: str | None = None
     transcript: list[Spoken] | None = None
     prompt: Observation | None = None

@@ -195,7 +195,7 @@ def test_a_video_of_an_enrolled_person_needs_their_grant(video_gate: VideoGate, 
 
     person = np.stack([decode_vector(v) for v in embed(video_gate, demo_settings, "obama2.jpg", "obama3.jpg")])
     media = decode(obama_clip, limits_of(demo_settings))
-    seen_once = video_gate.observe(media, None, embed_faces=True)  # judging is pure: observe once, judge twice
+    seen_once = video_gate.observe(media, None, faces="embed")  # judging is pure: observe once, judge twice
     policy = video_gate.policies.for_tenant("acme")
     seen = {granted: video_gate.judge(seen_once, policy, "job-face", "acme", [Enrolled("p-9", person, granted)], "c-1")
             for granted in (False, True)}
@@ -207,4 +207,7 @@ def test_a_video_of_an_enrolled_person_needs_their_grant(video_gate: VideoGate, 
     assert len(matched) >= 0.8 * len(blocked.frames) and all(f.person_id == "p-9" for f in matched)
     print("distances in frames:", sorted(f.distance for f in matched))
     assert allowed.action == "allow" and not allowed.categories
+    skipped = seen_once.model_copy(update={"faces_mode": "skip"})  # observed while nobody was enrolled
+    raced = video_gate.judge(skipped, policy, "job-race", "acme", [Enrolled("p-9", person, True)], "c-1")
+    assert raced.action == "review" and "frames:faces" in raced.errors  # enrolled since: fail closed
     assert allowed.timings_ms["faces"] > 0 and "faces" in allowed.model_versions

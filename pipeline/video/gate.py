@@ -24,14 +24,21 @@ from classifiers.clip import ClipModel, ClipZeroShot
 from classifiers.pdq import HashIndex, pdq
 from pipeline.media import Frame, Media, decode, limits_of
 from pipeline.policy_source import PolicySource
-from pipeline.records import FrameSample, Spoken, VideoDecision, VideoObservation, decode_vector, encode_vector
+from pipeline.records import (
+    FaceMode,
+    FrameSample,
+    Spoken,
+    VideoDecision,
+    VideoObservation,
+    decode_vector,
+    encode_vector,
+)
 from pipeline.settings import Settings
 from pipeline.stages import VIDEO_MODELS
 from pipeline.store.likeness import Enrolled
-from pipeline.video.likeness import judge_faces, observe_faces
+from pipeline.video.likeness import face_signals, observe_faces
 from policies import engine
 from policies.engine import CompiledPolicy, Match, Signals
-from policies.schema import Faces
 from policies.temporal import aggregate
 
 if TYPE_CHECKING:
@@ -112,9 +119,10 @@ class VideoGate:
         obs.timings_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
     def observe_frames(self, frames: list[Frame], probe: dict[str, Any], notes: list[str],
-                       embed_faces: bool = True) -> VideoObservation:
+                       faces: FaceMode = "embed") -> VideoObservation:
         """The frame stage: PDQ hashes, the frame detectors (open_nsfw, NudeNet), faces (identity
-        embeddings only with ``embed_faces``: where the tenant has people enrolled), CLIP embeddings."""
+        ``faces``: skipped where the tenant has nobody enrolled, found without identity embeddings for a
+        reference image then, found and embedded where anyone is), CLIP embeddings."""
         images = [f.image for f in frames]
         obs = VideoObservation(probe=probe, notes=notes,
                                frames=[FrameSample(t=round(f.t, 3), reasons=sorted(f.reasons)) for f in frames])
@@ -130,10 +138,11 @@ class VideoGate:
                 obs.models[d.name] = d.version
             return run
 
-        def faces() -> None:
+        def find_faces() -> None:
             if self.faces is not None:
-                observe_faces(self.faces, obs.frames, images, embed_faces)
-                obs.models["faces"] = self.faces.version
+                if faces != "skip":
+                    observe_faces(self.faces, obs.frames, images, faces == "embed")
+                obs.models["faces"], obs.faces_mode = self.faces.version, faces
 
         def clip() -> None:
             if self.clip is not None:
@@ -143,7 +152,7 @@ class VideoGate:
         self._stage(obs, "hash", hashes)
         for d in self.detectors:
             self._stage(obs, d.name, detector(d))
-        self._stage(obs, "faces", faces)
+        self._stage(obs, "faces", find_faces)
         self._stage(obs, "clip", clip)
         return obs
 
@@ -183,8 +192,8 @@ class VideoGate:
                 obs.models.update(text_obs.models)
         return obs
 
-    def observe(self, media: Media, prompt: str | None, embed_faces: bool = True) -> VideoObservation:
-        frames = self.observe_frames(media.frames, dataclasses.asdict(media.probe), list(media.notes), embed_faces)
+    def observe(self, media: Media, prompt: str | None, faces: FaceMode = "embed") -> VideoObservation:
+        frames = self.observe_frames(media.frames, dataclasses.asdict(media.probe), list(media.notes), faces)
         return self.combine(frames, self.observe_audio(media.audio), prompt)
 
     # -- judge: pure policy work over an observation ------------------------------------------
@@ -239,21 +248,12 @@ class VideoGate:
                     detail=f"frame at {obs.frames[frame].t:.1f}s matches {hit.entry} (distance {hit.distance})"))
         return sig, used
 
-    def face_signals(self, obs: VideoObservation, policy: CompiledPolicy, sig: Signals, used: dict[int, list[str]],
-                     enrolled: Sequence[Enrolled], creator: str | None) -> list[FrameSample]:
-        """The faces of every frame judged against the tenant's consent registry (when the policy
-        judges faces); the frames come back with their matches and without embeddings."""
-        if "faces" in obs.models and "faces" not in sig.errors:
-            sig.scores["faces"] = {}
-        spec = policy.policy.faces
-        return judge_faces(obs.frames, enrolled if spec else (), spec or Faces(), creator, sig, used)
-
     def judge(self, obs: VideoObservation, policy: CompiledPolicy, job_id: str, tenant: str,
               enrolled: Sequence[Enrolled] = (), creator: str | None = None) -> VideoDecision:
         """One decision over frames, faces, transcript and prompt. ``enrolled`` is the tenant's consent
         registry as the decide stage read it for this job, ``creator`` who asked for the video."""
         frames, used = self.frame_signals(obs, policy)
-        judged = self.face_signals(obs, policy, frames, used, enrolled, creator)
+        judged = face_signals(obs, policy, frames, used, enrolled, creator)
         audio = Signals(modality="audio", environment=self.settings.environment)
         if "transcript" in obs.errors or obs.transcript is None:
             audio.errors["transcript"] = obs.errors.get("transcript", "not transcribed")
@@ -285,7 +285,7 @@ class VideoGate:
         started = time.perf_counter()
         media = decode(path, limits_of(self.settings))
         decode_ms = round((time.perf_counter() - started) * 1000, 1)
-        obs = self.observe(media, prompt, embed_faces=bool(enrolled))
+        obs = self.observe(media, prompt, faces="embed" if enrolled else "skip")
         obs.timings_ms = {"decode": decode_ms, **obs.timings_ms}
         started = time.perf_counter()
         decision = self.judge(obs, self.policies.for_tenant(tenant), job_id, tenant, enrolled, creator)

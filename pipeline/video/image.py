@@ -25,6 +25,7 @@ from pipeline.records import ImageVerdict
 from pipeline.stages import StageContext
 from pipeline.store.likeness import Enrolled, LikenessStore
 from pipeline.video.gate import VideoGate
+from pipeline.video.likeness import face_signals
 from policies import engine
 from policies.engine import CompiledPolicy, Match
 
@@ -85,9 +86,9 @@ def judge_image(gate: VideoGate, image: np.ndarray, policy: CompiledPolicy, requ
     started = time.perf_counter()
     h, w = image.shape[:2]
     obs = gate.observe_frames([Frame(t=0.0, reasons={"first"}, image=image)], {"width": w, "height": h}, [],
-                              embed_faces=bool(enrolled))
+                              faces="embed" if enrolled else "detect")
     sig, used = gate.frame_signals(obs, policy)
-    judged = gate.face_signals(obs, policy, sig, used, enrolled, creator)
+    judged = face_signals(obs, policy, sig, used, enrolled, creator)
     faces = judged[0].faces if judged else []
     spec = policy.policy.faces
     if spec is not None and faces and not consent:

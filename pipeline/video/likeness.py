@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from classifiers.base import FaceEncoder
-from pipeline.records import FaceSeen, FrameSample, decode_vector, encode_vector
+from pipeline.records import FaceSeen, FrameSample, VideoObservation, decode_vector, encode_vector
 from pipeline.store.likeness import Enrolled
-from policies.engine import Match, Signals
+from policies.engine import CompiledPolicy, Match, Signals
 from policies.schema import Faces
 
 
@@ -74,3 +74,15 @@ def judge_faces(frames: Sequence[FrameSample], enrolled: Sequence[Enrolled], spe
                 Match(kind="face", id=person_id, severity="critical", score=round(1 - closest, 4),
                       detail=f"{detail}; no grant for {who}"))
     return judged
+
+
+def face_signals(obs: VideoObservation, policy: CompiledPolicy, sig: Signals, used: dict[int, list[str]],
+                 enrolled: Sequence[Enrolled], creator: str | None) -> list[FrameSample]:
+    """The faces of every frame judged against the tenant's consent registry (when the policy
+    judges faces); the frames come back with their matches and without embeddings."""
+    if "faces" in obs.models and "faces" not in sig.errors:
+        sig.scores["faces"] = {}
+    spec = policy.policy.faces
+    if spec and enrolled and obs.faces_mode in ("skip", "detect"):  # someone enrolled since: fail closed
+        sig.errors["faces"] = f"faces were not embedded ({obs.faces_mode}: nobody was enrolled then)"
+    return judge_faces(obs.frames, enrolled if spec else (), spec or Faces(), creator, sig, used)

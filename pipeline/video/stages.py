@@ -22,6 +22,7 @@ from pipeline.media import MediaError, decode, limits_of, probe
 from pipeline.records import (
     OUTCOME,
     TERMINAL,
+    FaceMode,
     Job,
     JobMessage,
     JobStatus,
@@ -106,16 +107,16 @@ async def _part(st: StageContext, msg: JobMessage, part: str, work: Callable[[Jo
 
 
 async def frames(st: StageContext, msg: JobMessage) -> None:
-    try:  # faces are embedded only for a tenant with people enrolled; unsure, they are embedded
-        embed = bool(await LikenessStore(st.state, st.settings).people(msg.tenant))
+    try:  # faces matter only for a tenant with people enrolled; unsure, they are found and embedded
+        faces: FaceMode = "embed" if await LikenessStore(st.state, st.settings).people(msg.tenant) else "skip"
     except Exception:
         log.exception("consent registry unreadable for %s: embedding faces", msg.tenant)
-        embed = True
+        faces = "embed"
 
     def work(job: Job) -> VideoObservation:
         meta = job.decision or {}
         return st.video.observe_frames(st.store.load_frames(job.job_id), meta.get("probe", {}), meta.get("notes", []),
-                                       embed)
+                                       faces)
 
     await _part(st, msg, "frames", work)
 
