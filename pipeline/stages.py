@@ -37,6 +37,9 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
+RETRIES, RETRY_BACKOFF_S = 3, 1.0  # a failed job stage is tried again 3 times, 1 s, 2 s, 3 s apart
+
+
 class InProgress(RuntimeError):
     """The same request id is being checked elsewhere right now."""
 
@@ -159,6 +162,20 @@ class StageContext:
 
     async def done(self, stage: str, job_id: str, result: str = "done") -> None:
         await self.state.complete(stage, job_id, result)
+
+    async def retry(self, stage: str, msg: JobMessage, raw: bytes) -> bool:
+        """After a stage failed on a job (a broker or Redis hiccup, say): give its claim back and send
+        the message again after a short backoff, up to RETRIES times; False when they are used up
+        (the caller dead-letters it, and the job's lease brings it back later)."""
+        counter = self.state._key("retries", stage, msg.job_id)
+        attempt = int(await self.state.redis.incr(counter))
+        await self.state.redis.expire(counter, 3600)
+        if attempt > RETRIES:
+            return False
+        await self.state.release(stage, msg.job_id)
+        await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+        await self.publish(STAGES[stage].topic, msg.job_id, raw)
+        return True
 
     async def once(self, ledger: str, subject: str, model: type[M], work: Callable[[], Awaitable[M]]) -> tuple[M, bool]:
         """``work``'s result and whether it is a replay: a subject already done returns what it

@@ -30,7 +30,7 @@ from pipeline import stages as table
 from pipeline.audit import writer as audit_writer
 from pipeline.metrics import DEAD_LETTERS
 from pipeline.policy_source import PolicySource
-from pipeline.records import DeadLetter, Topics
+from pipeline.records import DeadLetter, JobMessage, Topics
 from pipeline.settings import Settings
 from pipeline.stages import JOB_STAGES, STAGES, VIDEO_MODELS, Stage, StageContext
 from pipeline.store.media import LocalMediaStore
@@ -140,10 +140,21 @@ def _agent(app: faust.App, topic: faust.TopicT, stage: Stage, ctx: StageContext,
                 await handler(ctx, msg)
             except Exception as e:
                 log.exception("%s stage failed", stage.name)
+                if isinstance(msg, JobMessage) and await _retried(ctx, stage, msg, raw):
+                    continue
                 await dead_letter(stage.topic, raw, f"{type(e).__name__}: {e}")
 
     run.__name__ = stage.name
     app.agent(topic, name=f"genguard.{stage.name}", concurrency=stage.concurrency(ctx.settings))(run)
+
+
+async def _retried(ctx: StageContext, stage: Stage, msg: JobMessage, raw: bytes) -> bool:
+    """A failed video stage is tried again (claim released, message re-sent) before it is dead-lettered."""
+    try:
+        return await ctx.retry(stage.name, msg, raw)
+    except Exception:  # the retry needs Redis and the broker too; without them the lease is the fallback
+        log.exception("%s: could not retry %s", stage.name, msg.job_id)
+        return False
 
 
 def build_app(settings: Settings, prompts: PromptGate | None = None,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+from pipeline.policy_source import PolicySource
 from pipeline.prompt.gate import PromptGate
 from pipeline.prompt.stage import check
 from pipeline.records import PromptRequest, VideoDecision
@@ -68,5 +71,33 @@ async def test_a_benign_prompt_from_a_struck_creator_is_held_for_a_human(base_se
         assert (struck.action, struck.strikes) == ("review", 3)
         assert (clean.action, clean.strikes) == ("allow", 0)
         assert sent.count("genguard.audit") == 2  # both audited
+    finally:
+        await state.close()
+
+
+async def test_a_failed_job_stage_is_retried_a_few_times_then_left_to_the_lease(base_settings: Settings,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage that failed (a broker hiccup on publish, say) gives its claim back and is sent again,
+    so the job does not wait out a whole lease; after RETRIES tries it is dead-lettered."""
+    from pipeline import stages as table
+    from pipeline.records import JobMessage
+
+    monkeypatch.setattr(table, "RETRY_BACKOFF_S", 0.01)
+    state, sent = State(base_settings), []
+
+    async def publish(topic: str, key: str, value: bytes) -> None:
+        sent.append((topic, key))
+
+    ctx = StageContext(base_settings, state, JobLedger(state), LocalMediaStore(base_settings.media_dir),
+                       PolicySource(base_settings), publish)
+    msg = JobMessage(job_id=f"job-retry-{time.time_ns()}", tenant="acme", part="frames")
+    try:
+        assert await state.claim("decide", msg.job_id)
+        assert await ctx.retry("decide", msg, msg.model_dump_json().encode())
+        assert await state.claim("decide", msg.job_id)  # the claim was given back: a re-run can take it
+        assert sent == [("genguard.decide", msg.job_id)]
+        assert await ctx.retry("decide", msg, b"") and await ctx.retry("decide", msg, b"")
+        assert not await ctx.retry("decide", msg, b"")  # used up: the worker dead-letters it
+        assert len(sent) == table.RETRIES
     finally:
         await state.close()
