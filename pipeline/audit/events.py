@@ -7,14 +7,19 @@ import hashlib
 
 from pipeline.records import AuditEvent, AuditRecord, ImageVerdict, Job, PromptRequest, Verdict, VideoDecision
 from pipeline.stages import audit_id
-from policies.engine import CompiledPolicy
+from policies.engine import CompiledPolicy, Evaluation
 from policies.schema import Action
+
+
+def _reasons(ev: Evaluation) -> list[str]:
+    """Each category with its severity and what fired it, then each failed signal."""
+    reasons = [f"{c.category}:{c.severity}:{'+'.join(m.id for m in c.matches)}" for c in ev.categories]
+    return reasons + [f"signal-error:{name}" for name in ev.errors]
 
 
 def prompt_verdict(request: PromptRequest, verdict: Verdict) -> AuditRecord:
     """Scores and reasons, a hash of the prompt, never its text."""
-    reasons = [f"{c.category}:{c.severity}:{'+'.join(m.id for m in c.matches)}" for c in verdict.categories]
-    reasons += [f"signal-error:{name}" for name in verdict.errors]
+    reasons = _reasons(verdict)
     shadow = {}
     if verdict.shadow:
         shadow = {"action": verdict.shadow.action, "policy_version": verdict.shadow.policy_version}
@@ -31,8 +36,7 @@ def prompt_verdict(request: PromptRequest, verdict: Verdict) -> AuditRecord:
 def image_verdict(verdict: ImageVerdict, actor: str) -> AuditRecord:
     """The image's sha256, never the image; matched people by id only."""
     people = sorted({f.person_id for f in verdict.faces if f.person_id})
-    reasons = [f"{c.category}:{c.severity}:{'+'.join(m.id for m in c.matches)}" for c in verdict.categories]
-    reasons += [f"signal-error:{name}" for name in verdict.errors]
+    reasons = _reasons(verdict)
     return AuditRecord(
         event="image.verdict", actor=actor, tenant=verdict.tenant, subject=verdict.request_id,
         content_sha256=verdict.sha256, policy_id=verdict.policy_id, policy_version=verdict.policy_version,
