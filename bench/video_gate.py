@@ -1,6 +1,5 @@
 """Video gate speed on this machine.
 
-0. Known-content lookups/s against one million PDQ hashes (faiss), next to numpy brute force.
 1. CLIP image tower, ViT-B-32 sized (random weights: no pretrained ones are reachable here; speed
    does not depend on the values): frames/s in onnxruntime fp32 and int8 vs open_clip in torch
    eager, same batch of Sintel frames; then PDQ over 12 frames of a 2750x1834 clip.
@@ -19,8 +18,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -112,32 +109,6 @@ def hashing_bench(tmp: Path) -> None:
            ("full-size frames", took[3840]), "<= 0.1 s")
 
 
-def hash_bench(n: int, queries: int = 48) -> None:
-    """Known-content lookups at scale: one faiss binary index over ``n`` PDQ hashes."""
-    from classifiers.pdq import HashIndex
-
-    rng = np.random.default_rng(0)
-    raw = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    index = HashIndex()
-    t = time.perf_counter()
-    index.index.add(raw)  # the bulk path; HashStore.index() adds list by list the same way
-    index.lists, index.entries = ["bench"] * n, [""] * n
-    built = time.perf_counter() - t
-    probe = raw[rng.integers(0, n, queries)].copy()
-    probe[:, 0] ^= 0b1011  # three bits away from a stored hash
-    hexes = [bytes(p).hex() for p in probe]
-    t = time.perf_counter()
-    hits = index.search(hexes, {"bench": 31})
-    took = time.perf_counter() - t
-    naive = time.perf_counter()
-    bits = np.unpackbits(raw[: n // 10], axis=1)
-    for p in probe[:4]:
-        (bits != np.unpackbits(p)).sum(axis=1).min()
-    naive = (time.perf_counter() - naive) / 4 * 10
-    print(f"{'PDQ lookups, faiss binary index, ' + f'{n:,} hashes':<48} {queries / took:7.0f} lookups/s  "
-          f"({len(hits)} of {queries} found; built in {built:.1f}s; numpy brute force {1 / naive:.1f} lookups/s)")
-
-
 def speech_clip(tmp: Path) -> Path:
     wav, out = tmp / "speech.wav", tmp / "speech720.mp4"
     text = ("This is a ten second test of the genguard video gate. It checks frames and speech "
@@ -153,12 +124,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--hashes", type=int, default=1_000_000)
     args = ap.parse_args()
     print(f"video gate benchmark: {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        hash_bench(args.hashes)
         clip_dir = clip_bench(tmp, args.batch, args.rounds)
         hashing_bench(tmp)
         clip = speech_clip(tmp)

@@ -157,7 +157,9 @@ def check(policy: Policy, src: Source) -> list[LintError]:
         if (cat.exemplars or cat.counter_exemplars) and "embedding" not in policy.signals:
             errors.append(src.error(("categories", cid, "exemplars"), "exemplars need the 'embedding' signal"))
     for name, hl in policy.hash_lists.items():
-        if hl.category not in policy.categories:
+        if hl.allow and hl.category is not None:
+            errors.append(src.error(("hash_lists", name, "category"), "an allow list fires no category"))
+        elif not hl.allow and hl.category not in policy.categories:
             errors.append(src.error(("hash_lists", name, "category"),
                                     f"hash list names unknown category {hl.category!r}"))
     for i, combo in enumerate(policy.combinations):

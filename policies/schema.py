@@ -107,9 +107,12 @@ class SignalSpec(Strict):
 
 
 class HashList(Strict):
-    """A list of known-content hashes; a frame within ``max_distance`` bits of one fires ``category``."""
+    """A list of known-content hashes; a frame within ``max_distance`` bits of one fires ``category``.
+    An ``allow`` list (known-good content, e.g. a stock clip a block list caught) fires nothing: a frame
+    that matches it is not matched against the other lists."""
 
-    category: str
+    category: str | None = None
+    allow: bool = False
     severity: Severity = "critical"
     max_distance: int = Field(31, ge=0, le=128, description="PDQ Hamming distance (31 is Meta's default)")
 

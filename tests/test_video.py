@@ -20,7 +20,7 @@ from pipeline.prompt.gate import PromptGate
 from pipeline.settings import Settings
 from pipeline.store.hashes import HashStore
 from pipeline.video.evidence import contact_sheet
-from pipeline.video.gate import VideoGate
+from pipeline.video.gate import VideoGate, hash_index
 from tests.helpers import SINTEL, clip, ffmpeg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,11 @@ def test_known_content_is_blocked_whatever_the_classifiers_say(demo_settings: Se
     store = HashStore(settings.hashes_dir)
     from classifiers.pdq import pdq
 
-    store.add("terror", [(pdq(f.image)[0], "known propaganda clip") for f in decode(benign, Limits()).frames[1:2]])
+    frame = decode(benign, Limits()).frames[1]
+    known, quality = pdq(frame.image)
+    assert quality >= 50
+    flat = pdq(np.full_like(frame.image, 128))
+    assert store.add("terror", [(known, "known propaganda clip", quality), (flat[0], "a grey frame", flat[1])]) == 1
     prompts = PromptGate(settings, PolicySource(settings), gate.encoder, gate.cache, gate.text_classifiers)
     vg = VideoGate.from_settings(settings, prompts)
     reupload = media_dir / "reupload.mp4"
@@ -246,6 +250,16 @@ def test_known_content_is_blocked_whatever_the_classifiers_say(demo_settings: Se
     hit = next(m for m in extremism.matches if m.kind == "hash")
     assert hit.id == "terror" and "known propaganda clip" in hit.detail
     assert decision.evidence
+
+    # a reviewed false positive on the policy's allow list suppresses the match; disabling that list brings it back
+    store.add("known-good", [(known, "stock footage, cleared by review", quality)])
+    vg.hashes = hash_index(settings)
+    decision, _, _ = vg.run(reupload, None, "default", "job-known-cleared")
+    assert not any(m.kind == "hash" for c in decision.categories for m in c.matches)
+    store.set_enabled("known-good", False)
+    vg.hashes = hash_index(settings)
+    decision, _, _ = vg.run(reupload, None, "default", "job-known-again")
+    assert decision.action == "block"
 
 
 class Raises:

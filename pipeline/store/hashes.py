@@ -1,55 +1,133 @@
-"""Hash lists on disk: one CSV per list (hash,label,added_at), imported and added by the CLI,
-loaded into one faiss index by the frame stage."""
+"""Hash lists on disk, and the live index the judge searches.
+
+Per list: ``NAME.csv`` (hash, label, added_at, quality: the record people read), ``NAME.pdq`` (the
+same rows as packed 32-byte hashes, loaded without parsing) and ``NAME.rows`` (each CSV row's byte
+offset, so a hit's label is one seek away even in a list of ten million). ``state.json`` names the
+disabled lists; ``VERSION`` changes with every write, and running workers reload when it does.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import io
+import json
+import logging
 import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from classifiers.pdq import HashIndex
+import numpy as np
+
+from classifiers.pdq import MIN_QUALITY, to_hex, to_words
+from classifiers.pdq_index import MultiIndex
+
+log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+HEADER = ["hash", "label", "added_at", "quality"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListHit:
+    query: int
+    list_name: str
+    hash: str
+    label: str
+    distance: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListInfo:
+    name: str
+    hashes: int
+    enabled: bool
 
 
 class HashStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _path(self, name: str) -> Path:
+    def _path(self, name: str, suffix: str = ".csv") -> Path:
         if not _NAME.match(name):
             raise ValueError(f"list name {name!r}: use lowercase letters, digits, '-' and '_'")
-        return self.root / f"{name}.csv"
+        return self.root / f"{name}{suffix}"
 
-    def lists(self) -> list[str]:
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One writer at a time (CLI, API and workers may share the directory); readers see VERSION move last."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+            (self.root / "VERSION").write_text(uuid.uuid4().hex)
+
+    def version(self) -> str:
+        path = self.root / "VERSION"
+        return path.read_text() if path.exists() else ""
+
+    def names(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.csv")) if self.root.exists() else []
 
-    def add(self, name: str, entries: list[tuple[str, str]]) -> int:
-        for h, _ in entries:
+    def _disabled(self) -> set[str]:
+        path = self.root / "state.json"
+        return set(json.loads(path.read_text())["disabled"]) if path.exists() else set()
+
+    def lists(self) -> list[ListInfo]:
+        disabled = self._disabled()
+        return [ListInfo(n, self._path(n, ".pdq").stat().st_size // 32 if self._path(n, ".pdq").exists() else
+                         sum(1 for _ in self._path(n).open()) - 1, n not in disabled) for n in self.names()]
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        if name not in self.names():
+            raise ValueError(f"no hash list {name!r} (have: {', '.join(self.names()) or 'none'})")
+        with self._writing():
+            disabled = (self._disabled() - {name}) if enabled else (self._disabled() | {name})
+            tmp = self.root / "state.json.tmp"
+            tmp.write_text(json.dumps({"disabled": sorted(disabled)}))
+            tmp.replace(self.root / "state.json")
+
+    def add(self, name: str, entries: Sequence[tuple[str, str, int | None]]) -> int:
+        """Append (hash, label, quality) rows; a hash of known quality below PDQ's 50 is not stored.
+        Returns how many were."""
+        for h, _, _ in entries:
             if not _HEX.match(h):
                 raise ValueError(f"{h!r} is not a PDQ hash (64 hex digits)")
+        kept = [(h.lower(), label, q) for h, label, q in entries if q is None or q >= MIN_QUALITY]
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        now = datetime.now(UTC).isoformat()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["hash", "label", "added_at"])
-            writer.writerows([h.lower(), label, now] for h, label in entries)
-        return len(entries)
+        with self._writing():
+            self._sidecars(name)
+            now = datetime.now(UTC).isoformat()
+            with path.open("ab") as f, self._path(name, ".pdq").open("ab") as raw, \
+                    self._path(name, ".rows").open("ab") as rows:
+                if f.tell() == 0:
+                    f.write(_line(HEADER))
+                offsets = []
+                for h, label, q in kept:
+                    offsets.append(f.tell())
+                    f.write(_line([h, label, now, "" if q is None else str(q)]))
+                raw.write(bytes.fromhex("".join(h for h, _, _ in kept)))
+                rows.write(np.array(offsets, np.int64).tobytes())
+        return len(kept)
 
-    def import_file(self, name: str, source: Path) -> int:
-        """CSV with a ``hash`` (or ``pdq``) column and optional ``label``, or one hash per line;
-        a bad row is reported with its line number and nothing is imported."""
-        entries: list[tuple[str, str]] = []
+    def import_file(self, name: str, source: Path) -> tuple[int, int]:
+        """CSV with a ``hash`` (or ``pdq``) column and optional ``label`` and ``quality``, or one hash per
+        line; a bad row is reported with its line number and nothing is imported. Returns (stored, skipped
+        for quality below 50)."""
+        entries: list[tuple[str, str, int | None]] = []
         with source.open(newline="") as f:
             rows = list(csv.reader(f))
         header = [c.strip().lower() for c in rows[0]] if rows else []
         col = next((header.index(c) for c in ("hash", "pdq", "pdq_hash") if c in header), None)
         label_col = header.index("label") if "label" in header else None
+        quality_col = header.index("quality") if "quality" in header else None
         body = rows[1:] if col is not None else rows
         for n, row in enumerate(body, 2 if col is not None else 1):
             if not row or not "".join(row).strip():
@@ -57,13 +135,104 @@ class HashStore:
             h = row[col or 0].strip()
             if not _HEX.match(h):
                 raise ValueError(f"{source}:{n}: {h!r} is not a PDQ hash (64 hex digits)")
-            entries.append((h, row[label_col].strip() if label_col is not None and len(row) > label_col else ""))
-        return self.add(name, entries)
+            quality = row[quality_col].strip() if quality_col is not None and len(row) > quality_col else ""
+            if quality and not (quality.isdigit() and int(quality) <= 100):
+                raise ValueError(f"{source}:{n}: quality {quality!r} is not a number from 0 to 100")
+            entries.append((h, row[label_col].strip() if label_col is not None and len(row) > label_col else "",
+                            int(quality) if quality else None))
+        stored = self.add(name, entries)
+        return stored, len(entries) - stored
 
-    def index(self) -> HashIndex:
-        index = HashIndex()
-        for name in self.lists():
-            with self._path(name).open(newline="") as f:
-                rows = list(csv.DictReader(f))
-            index.add(name, [r["hash"] for r in rows], [r["label"] or r["hash"] for r in rows])
-        return index
+    def _sidecars(self, name: str) -> None:
+        """(Re)write NAME.pdq and NAME.rows from the CSV where they are missing or short (a list written
+        before they existed, or an append cut off mid-way)."""
+        path, raw_path, rows_path = self._path(name), self._path(name, ".pdq"), self._path(name, ".rows")
+        if not path.exists():
+            return
+        count = sum(1 for _ in path.open("rb")) - 1
+        if raw_path.exists() and rows_path.exists() and raw_path.stat().st_size == 32 * count \
+                and rows_path.stat().st_size == 8 * count:
+            return
+        hashes, offsets = [], []
+        with path.open("rb") as f:
+            f.readline()
+            for n, line in enumerate(iter(f.readline, b""), 2):
+                offsets.append(f.tell() - len(line))
+                hashes.append(h := next(csv.reader([line.decode()]))[0])
+                if not _HEX.match(h):
+                    raise ValueError(f"{path}:{n}: {h!r} is not a PDQ hash (64 hex digits)")
+        raw_path.write_bytes(bytes.fromhex("".join(hashes)))
+        rows_path.write_bytes(np.array(offsets, np.int64).tobytes())
+
+    def label(self, name: str, row: int) -> str:
+        offset = int(np.fromfile(self._path(name, ".rows"), np.int64, count=1, offset=8 * row)[0])
+        with self._path(name).open("rb") as f:
+            f.seek(offset)
+            fields = next(csv.reader([f.readline().decode()]))
+        return fields[1] or fields[0]
+
+    def load(self) -> LoadedLists:
+        """Every enabled list in one index (rows of list after list)."""
+        disabled, names, parts = self._disabled(), [], []
+        for name in self.names():
+            if name in disabled:
+                continue
+            self._sidecars(name)
+            names.append(name)
+            parts.append(np.fromfile(self._path(name, ".pdq"), np.uint8).reshape(-1, 32))
+        raw = np.concatenate(parts) if parts else np.zeros((0, 32), np.uint8)
+        return LoadedLists(self, names, np.cumsum([0, *(len(p) for p in parts)]), MultiIndex(to_words(raw)))
+
+
+def _line(fields: list[str]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerow(fields)
+    return out.getvalue().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedLists:
+    store: HashStore
+    names: list[str]
+    starts: np.ndarray  # row where each list begins, and the total
+    index: MultiIndex
+
+    def search(self, hashes: Sequence[str], max_distance: dict[str, int]) -> list[ListHit]:
+        """Hits of ``hashes`` in the lists named in ``max_distance``, each within its own distance."""
+        wanted = [n for n in self.names if n in max_distance]
+        if not hashes or not wanted:
+            return []
+        hits = []
+        for hit in self.index.search(to_words(list(hashes)), max(max_distance[n] for n in wanted)):
+            k = int(np.searchsorted(self.starts, hit.row, side="right")) - 1
+            name, row = self.names[k], hit.row - int(self.starts[k])
+            if name in max_distance and hit.distance <= max_distance[name]:
+                hits.append(ListHit(hit.query, name, to_hex(self.index.db[hit.row]), self.store.label(name, row),
+                                    hit.distance))
+        return hits
+
+
+class LiveLists:
+    """The lists a running worker matches against: loaded at start, rebuilt in a background thread
+    within ``poll_s`` of any import, add, enable or disable (the old index serves meanwhile)."""
+
+    def __init__(self, store: HashStore, poll_s: float = 2.0) -> None:
+        self.store, self.poll_s = store, poll_s
+        self.version = store.version()
+        self.current = store.load()
+        threading.Thread(target=self._watch, name="hash-lists", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.poll_s)
+            try:
+                if (version := self.store.version()) != self.version:
+                    started = time.perf_counter()
+                    self.current, self.version = self.store.load(), version
+                    log.info("hash lists reloaded (%s rows) in %.1f s", self.current.starts[-1],
+                             time.perf_counter() - started)
+            except Exception:  # keep matching against the lists already loaded
+                log.exception("hash lists could not be reloaded; the previous ones stay in force")
+
+    def search(self, hashes: Sequence[str], max_distance: dict[str, int]) -> list[ListHit]:
+        return self.current.search(hashes, max_distance)

@@ -21,7 +21,7 @@ import numpy as np
 from classifiers import registry
 from classifiers.base import Classifier, FaceEncoder, ModelMissingError, Transcriber, VectorCache
 from classifiers.clip import ClipModel, ClipZeroShot
-from classifiers.pdq import HashIndex, pdq
+from classifiers.pdq import MIN_QUALITY, pdq
 from pipeline.media import Frame, Media, decode, limits_of
 from pipeline.policy_source import PolicySource
 from pipeline.records import (
@@ -43,6 +43,7 @@ from policies.temporal import aggregate
 
 if TYPE_CHECKING:
     from pipeline.prompt.gate import PromptGate
+    from pipeline.store.hashes import LiveLists
 
 log = logging.getLogger("genguard.video")
 T = TypeVar("T")
@@ -69,16 +70,16 @@ def transcriber(settings: Settings) -> Transcriber:
     return FasterWhisperTranscriber(settings.whisper_model)
 
 
-def hash_index(settings: Settings) -> HashIndex:
-    from pipeline.store.hashes import HashStore
+def hash_index(settings: Settings) -> LiveLists:
+    from pipeline.store.hashes import HashStore, LiveLists
 
-    return HashStore(settings.hashes_dir).index()
+    return LiveLists(HashStore(settings.hashes_dir))
 
 
 class VideoGate:
     def __init__(self, settings: Settings, policies: PolicySource, prompts: PromptGate | None,
                  detectors: Sequence[Classifier] = (), clip: ClipModel | None = None,
-                 transcriber: Transcriber | None = None, hashes: HashIndex | None = None,
+                 transcriber: Transcriber | None = None, hashes: LiveLists | None = None,
                  cache: VectorCache | None = None, load_errors: dict[str, str] | None = None,
                  faces: FaceEncoder | None = None) -> None:
         self.settings, self.policies, self.prompts = settings, policies, prompts
@@ -238,14 +239,17 @@ class VideoGate:
         if self.hashes is not None and "hash" not in obs.errors:
             sig.scores["hash"] = {}
             lists = policy.policy.hash_lists
-            hashed = [(i, f.pdq) for i, f in enumerate(obs.frames) if f.pdq]
-            queries = [h for _, h in hashed]
-            for hit in self.hashes.search(queries, {n: hl.max_distance for n, hl in lists.items()}):
+            hashed = [(i, f.pdq) for i, f in enumerate(obs.frames) if f.pdq and (f.pdq_quality or 0) >= MIN_QUALITY]
+            hits = self.hashes.search([h for _, h in hashed], {n: hl.max_distance for n, hl in lists.items()})
+            allowed = {hit.query for hit in hits if lists[hit.list_name].allow}
+            for hit in hits:
                 spec, frame = lists[hit.list_name], hashed[hit.query][0]
+                if hit.query in allowed or spec.category is None:
+                    continue
                 used.setdefault(frame, []).append(f"{spec.category} hash {hit.list_name}")
                 sig.matches.setdefault(spec.category, []).append(Match(
                     kind="hash", id=hit.list_name, severity=spec.severity, score=1.0,
-                    detail=f"frame at {obs.frames[frame].t:.1f}s matches {hit.entry} (distance {hit.distance})"))
+                    detail=f"frame at {obs.frames[frame].t:.1f}s matches {hit.label} (distance {hit.distance})"))
         return sig, used
 
     def judge(self, obs: VideoObservation, policy: CompiledPolicy, job_id: str, tenant: str,
