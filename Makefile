@@ -27,6 +27,7 @@ bench: install models debian $(TESTDATA)
 	$(BIN)/python bench/prompt_gate.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/video_gate.py
+	$(BIN)/python bench/hashes.py
 	$(BIN)/python bench/faces.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/release.py
@@ -67,10 +68,11 @@ $(TESTDATA): | $(STAMP)
 		dinotool-0.4.0/test/data/sintel.mp4 dinotool-0.4.0/test/data/cooking_droid_speed.mp4
 	rm -rf var/testdata/dl
 
-# Debian packages the services and tests need, installed only when missing (chromium: the console's browser tests).
-DEBS := redis-server ffmpeg espeak-ng chromium
+# Debian packages the services and tests need, installed only when their command is missing (package:command
+# where the two differ; chromium: the console's browser tests; fpcalc: audio fingerprints of releases).
+DEBS := redis-server ffmpeg espeak-ng chromium libchromaprint-tools:fpcalc
 debian:
-	@missing=""; for cmd in $(DEBS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	@missing=""; for d in $(DEBS); do command -v $${d##*:} >/dev/null || missing="$$missing $${d%%:*}"; done; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; \
 		(apt-get update -qq && apt-get install -y -qq $$missing) >/dev/null; fi
 

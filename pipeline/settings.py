@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         return self.var_dir / "hashes"
 
     @property
+    def releases_dir(self) -> Path:
+        return self.var_dir / "releases"
+
+    @property
     def run_dir(self) -> Path:
         return self.var_dir / "run"
 

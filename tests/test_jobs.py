@@ -3,6 +3,7 @@ broker, the real Redis ledger, real media; including a worker killed mid-job."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,11 +18,13 @@ import pytest
 
 from pipeline.prompt.gate import PromptGate
 from pipeline.release import wmkeys
+from pipeline.release.provenance import SOFT_BINDING_ALG
 from pipeline.settings import Settings
 from tests.helpers import (
     SINTEL,
     audit_records,
     clip,
+    ffmpeg,
     make_key,
     serve_api,
     start_worker,
@@ -54,8 +57,8 @@ def api(job_settings: Settings, gate: PromptGate) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def keys(job_settings: Settings) -> dict[str, str]:
-    return {"acme": make_key(job_settings, "acme", ["submit", "review", "check"]),
-            "globex": make_key(job_settings, "globex", ["submit", "review"])}
+    return {"acme": make_key(job_settings, "acme", ["submit", "review", "check", "verify"]),
+            "globex": make_key(job_settings, "globex", ["submit", "review", "verify"])}
 
 
 def audit_events(s: Settings, subject: str, seconds: float = 4) -> Counter[str]:
@@ -91,7 +94,7 @@ def test_bad_uploads_are_refused_and_recorded(api: str, keys: dict[str, str], tm
         assert job["status"] == "failed" and job["error"]["code"] == code
 
 
-def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_path: Path,
+def test_review_then_approve_release_and_trace(api: str, keys: dict[str, str], worker: list, tmp_path: Path,
                              job_settings: Settings) -> None:
     # real footage: the invisible watermark is made for natural video (see test_release.py)
     r = upload(api, keys["acme"], SINTEL, prompt="a sexy dance on the beach")
@@ -117,6 +120,34 @@ def test_review_then_approve(api: str, keys: dict[str, str], worker: list, tmp_p
     ring = wmkeys.load(job_settings)  # the dev keyring the worker made under its var/keys
     assert body["watermark"] == {"present": True, "payload": body["watermark"]["payload"],
                                  "key_id": ring.current, "job_id": job_id}
+
+    # the release was indexed by the worker: a stripped, re-encoded, mirrored copy traces back to it
+    copy = tmp_path / "copy.mp4"
+    (tmp_path / "released.mp4").write_bytes(video.content)
+    ffmpeg("-i", str(tmp_path / "released.mp4"), "-map_metadata", "-1", "-vf", "hflip", "-c:v", "libx264",
+           "-crf", "28", "-c:a", "aac", str(copy))
+    traced = httpx.post(f"{api}/v1/trace", headers=auth, files={"video": ("c.mp4", copy.read_bytes(), "video/mp4")})
+    assert traced.status_code == 200, traced.text
+    found = traced.json()
+    assert found["layers"]["manifest"]["present"] is False and found["layers"]["watermark"]["present"] is False
+    assert found["match"]["job_id"] == job_id and found["match"]["via"] in ("frames", "audio")
+    assert found["matches"][0]["manifestId"] == job_id and found["match"]["manifest"]["state"] == "Trusted"
+    assert found["layers"]["frames"]["job_id"] == job_id  # the mirror's hashes match
+    stored = httpx.get(f"{api}/v1/releases/{job_id}/manifest", headers=auth)
+    assert stored.headers["content-type"] == "application/c2pa" and len(stored.content) > 1000
+    binding = base64.b64encode(bytes.fromhex(body["watermark"]["payload"])).decode()
+    by_value = httpx.get(f"{api}/v1/trace/by-binding", headers=auth, params={"alg": SOFT_BINDING_ALG, "value": binding})
+    assert by_value.json()["matches"][0]["manifestId"] == job_id
+    other = {"Authorization": f"Bearer {keys['globex']}"}  # another tenant learns nothing of acme's release
+    theirs = httpx.post(f"{api}/v1/trace", headers=other, files={"video": ("c.mp4", video.content, "video/mp4")})
+    assert theirs.status_code == 200 and theirs.json()["traced"] is False
+    layers = theirs.json()["layers"]
+    assert layers["manifest"]["job_id"] is None and layers["watermark"]["job_id"] is None
+    assert httpx.get(f"{api}/v1/releases/{job_id}/manifest", headers=other).status_code == 404
+    assert httpx.get(f"{api}/v1/trace/by-binding", headers=other,
+                     params={"alg": SOFT_BINDING_ALG, "value": binding}).json()["traced"] is False
+    bad = httpx.get(f"{api}/v1/trace/by-binding", headers=auth, params={"alg": SOFT_BINDING_ALG, "value": "%%%"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (422, "bad_binding_value")
     job = httpx.get(f"{api}/v1/jobs/{job_id}", headers=auth)
     assert job.json()["watermark_key"] == ring.current
     assert ring.key.hex() not in job.text + report.text  # the key's id travels, never the secret

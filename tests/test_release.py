@@ -54,7 +54,8 @@ def keyring_settings(keys: Path) -> Settings:
 def released(keys: Path, keyring_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("released") / "out.mp4"
     ring = wmkeys.load(keyring_settings)
-    assert release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), ring.key, payload=PAYLOAD) == PAYLOAD
+    done = release_file(SINTEL, dest, JOB, signer_from(dev_credentials(keys)), ring.key, payload=PAYLOAD)
+    assert done.payload == PAYLOAD and len(done.manifest) > 1000
     return dest
 
 

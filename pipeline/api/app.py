@@ -9,7 +9,20 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from pipeline import __version__
-from pipeline.api import audit, console, errors, images, likeness, middleware, ops, prompts, review, verify, videos
+from pipeline.api import (
+    audit,
+    console,
+    errors,
+    images,
+    likeness,
+    middleware,
+    ops,
+    prompts,
+    review,
+    trace,
+    verify,
+    videos,
+)
 from pipeline.api.deps import Services
 from pipeline.kafka import start_producer
 from pipeline.prompt.gate import PromptGate
@@ -20,7 +33,7 @@ if TYPE_CHECKING:
     from pipeline.video.gate import VideoGate
 
 ROUTERS = (prompts.router, images.router, videos.router, likeness.router, review.router, console.router,
-           audit.router, verify.router, ops.router)
+           audit.router, verify.router, trace.router, ops.router)
 
 
 def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None = None,

@@ -12,7 +12,7 @@ from pipeline.metrics import OVERLOADED
 from pipeline.settings import Settings
 
 UNSHED = ("/healthz", "/readyz", "/metrics")
-UPLOADS = ("/v1/videos", "/v1/verify")
+UPLOADS = ("/v1/videos", "/v1/verify", "/v1/trace")
 IMAGE_UPLOADS = {"/v1/images:check": 1, "/v1/likeness": 11}  # images per request: one, or 10 photos + consent
 Next = Callable[[Request], Awaitable[Response]]
 

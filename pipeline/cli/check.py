@@ -55,15 +55,19 @@ def _release(video: Path, out: Path, decision: VideoDecision, gate: VideoGate, t
     """Mark and sign an allowed video into ``out``, and remember its watermark so verify can name the job."""
     from pipeline.records import Job
     from pipeline.release import wmkeys
-    from pipeline.release.produce import release_file, sign_with
+    from pipeline.release.produce import release_file, sign_with, trust_anchors
+    from pipeline.release.trace import index_release
+    from pipeline.store.releases import ReleaseStore
     from pipeline.store.state import JobLedger
 
     s = settings()
     job = Job(job_id=decision.job_id, tenant=tenant, sha256="", media_uri="", status="allowed",
               prompt=prompt, decision=decision.model_dump(mode="json"))
-    payload = release_file(video, out, job, sign_with(s), wmkeys.load(s).key,
-                           gate.policies.for_tenant(tenant).policy.release)
-    with_state(lambda state: JobLedger(state).map_watermark(f"{payload:08x}", job.job_id))
+    keyring = wmkeys.load(s)
+    released = release_file(video, out, job, sign_with(s), keyring.key, gate.policies.for_tenant(tenant).policy.release)
+    job = job.model_copy(update={"watermark": f"{released.payload:08x}", "watermark_key": keyring.current})
+    index_release(ReleaseStore(s.releases_dir), job, out, released.manifest, trust_anchors(s))
+    with_state(lambda state: JobLedger(state).map_watermark(job.watermark, job.job_id))
     click.echo(f"  released: {out} (check it with: genguard verify {out})", err=quiet)
 
 

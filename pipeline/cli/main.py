@@ -20,7 +20,7 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (check.check, check.moderate, likeness.check_image, likeness.likeness, verify.verify, hashes.hashes,
-                policy.policy, policy.replay, policy.tune, models.models, keys.keys, audit.audit, ops.broker,
-                ops.redis_cmd, ops.worker, ops.health, ops.topics, ops.serve, ops.up, ops.down):
+for command in (check.check, check.moderate, likeness.check_image, likeness.likeness, verify.verify, verify.trace,
+                hashes.hashes, policy.policy, policy.replay, policy.tune, models.models, keys.keys, audit.audit,
+                ops.broker, ops.redis_cmd, ops.worker, ops.health, ops.topics, ops.serve, ops.up, ops.down):
     main.add_command(command)

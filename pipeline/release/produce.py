@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,16 @@ def moderation_summary(job: Job, include_prompt: bool = False) -> dict[str, Any]
     return summary
 
 
+@dataclass(frozen=True, slots=True)
+class Released:
+    payload: int  # the invisible watermark's
+    manifest: bytes  # the signed manifest store
+
+
 def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, watermark_key: bytes,
-                 settings: Release | None = None, payload: int | None = None) -> int:
+                 settings: Release | None = None, payload: int | None = None) -> Released:
     """Watermark ``src`` (invisible payload under ``watermark_key`` + visible mark) and sign the result
-    into ``dest`` (written atomically). Returns the invisible payload."""
+    into ``dest`` (written atomically)."""
     payload = secrets.randbits(32) if payload is None else payload
     info = probe(src, Limits(max_bytes=1 << 40, max_duration_s=1e9, max_width=1 << 16, max_height=1 << 16))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +78,10 @@ def release_file(src: Path, dest: Path, job: Job, signer: c2pa.Signer, watermark
         tenant = settings or Release()
         apply_marks(src, marked, info, style_for(tenant, job), Path(tmp), (payload, watermark_key))
         signed = Path(tmp) / "signed.mp4"
-        sign_media(marked, signed, signer, moderation_summary(job, tenant.include_prompt), ingredient=src,
-                   watermark=payload)
+        manifest = sign_media(marked, signed, signer, moderation_summary(job, tenant.include_prompt), ingredient=src,
+                              watermark=payload)
         signed.replace(dest)
-    return payload
+    return Released(payload, manifest)
 
 
 def sign_with(settings: Settings) -> c2pa.Signer:

@@ -108,10 +108,11 @@ def manifest(moderation: dict[str, Any], title: str) -> dict[str, Any]:
 
 
 def sign_media(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str, Any],
-               ingredient: Path | None = None, watermark: int | None = None) -> None:
+               ingredient: Path | None = None, watermark: int | None = None) -> bytes:
     """Write ``dest`` (same format as ``src``, by suffix): ``src`` with an embedded, signed manifest
     (created by a trained model, and the moderation summary); ``ingredient`` is the original upload;
-    ``watermark`` the invisible payload, recorded as a soft binding with a watermarked action."""
+    ``watermark`` the invisible payload, recorded as a soft binding with a watermarked action. Returns the
+    signed manifest store's bytes (kept server-side, so a stripped copy can be given its manifest back)."""
     spec = manifest(moderation, dest.name)
     if watermark is not None:
         value = base64.b64encode(watermark.to_bytes(4, "big")).decode()
@@ -126,7 +127,7 @@ def sign_media(src: Path, dest: Path, signer: c2pa.Signer, moderation: dict[str,
         with ingredient.open("rb") as f:
             builder.add_ingredient({"title": ingredient.name, "relationship": "componentOf"}, mime_of(ingredient), f)
     with src.open("rb") as source, dest.open("w+b") as out:
-        builder.sign(signer, mime_of(src), source, out)
+        return builder.sign(signer, mime_of(src), source, out)
 
 
 @dataclass(slots=True)
@@ -139,14 +140,21 @@ class Provenance:
     error: str | None = None
 
 
+def unreadable_code(e: c2pa.C2paError) -> str:
+    """A stable, public code for why c2pa could not read a file (its error classes are private:
+    ``_C2paOther``), e.g. ``c2pa.unreadable.other`` for boxes nested too deep to parse."""
+    kind = next((name for name in dir(c2pa.C2paError) if getattr(c2pa.C2paError, name, None) is type(e)), "error")
+    return f"c2pa.unreadable.{kind.lower()}"
+
+
 def read(path: Path, trust_anchors: bytes | None = None) -> Provenance:
     """The manifest of ``path`` with its validation state and every validation code."""
     context = c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors.decode()}}) if trust_anchors else None
     data = path.read_bytes()
     try:
         reader = c2pa.Reader.try_create(MIME.get(path.suffix.lower(), "video/mp4"), io.BytesIO(data), context=context)
-    except c2pa.C2paError as e:  # a damaged manifest cannot even be parsed: invalid, never absent
-        return Provenance(True, "Invalid", [type(e).__name__], error=str(e))
+    except c2pa.C2paError as e:  # a damaged manifest (or file) cannot even be parsed: invalid, never absent
+        return Provenance(True, "Invalid", [unreadable_code(e)], error=str(e))
     if reader is None:
         return Provenance(False)
     with reader:

@@ -24,8 +24,9 @@ from pipeline.records import TERMINAL, Job, JobStatus, new_id, utcnow
 from pipeline.settings import Settings
 
 # review: reviewer; appeal: senior reviewer (decides appeals); policy: policy owner (reads the console)
-Scope = Literal["check", "submit", "review", "appeal", "policy", "audit", "likeness", "admin"]
-ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "appeal", "policy", "audit", "likeness", "admin")
+Scope = Literal["check", "submit", "review", "appeal", "policy", "audit", "verify", "likeness", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("check", "submit", "review", "appeal", "policy", "audit", "verify", "likeness",
+                                  "admin")
 
 
 class ApiKey(BaseModel):

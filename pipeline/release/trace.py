@@ -1,0 +1,201 @@
+"""Trace any copy back to its release, through three layers, strongest first:
+
+1. the C2PA manifest, if the copy still carries one (its moderation assertion names the job);
+2. the invisible watermark (survives a strip, a re-encode, a rescale);
+3. fingerprints: the PDQ hashes of the copy's frames (and of their mirror) against every release's,
+   kept only where they agree on one time offset, and the Chromaprint fingerprint of its sound
+   (survives crops, mirrors and a new picture altogether).
+
+Every release is indexed the same way by ``index_release``, whichever path made it. A tenant
+traces only its own releases; ``tenant=None`` (an admin) traces all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers import chromaprint
+from classifiers.pdq import MIN_QUALITY, pdq, pdq_mirrored, to_words
+from classifiers.pdq_index import MultiIndex
+from pipeline.media import Limits, MediaError, decode
+from pipeline.records import Job
+from pipeline.release import provenance
+from pipeline.release.verify import watermark_report
+from pipeline.release.wmkeys import Keyring
+from pipeline.store.releases import ReleaseRecord, ReleaseStore
+
+INDEX_FPS = 4.0  # releases are hashed at 4 frames a second ...
+QUERY_FPS = 2.0  # ... copies at 2, so every copy frame has a release frame at most 0.125 s away
+MAX_DISTANCE = 31  # PDQ bits
+OFFSET_BIN_S = 0.5  # matched frames must agree on where the copy sits in the release, to this
+MIN_FRAMES = 3  # matched copy frames (on one offset) before a fingerprint trace is claimed
+
+
+FRAME_SIDE = 320  # releases and copies are hashed at one size, whatever size the copy was rescaled to
+MAX_FRAMES = 1200  # 5 minutes at 4 a second; a longer video is sampled more thinly
+
+
+def _frames(path: Path, fps: float, limits: Limits) -> tuple[list[tuple[float, np.ndarray]], float]:
+    media = decode(path, dataclasses.replace(limits, sample_fps=fps, max_frames=MAX_FRAMES, frame_side=FRAME_SIDE))
+    return [(f.t, f.image) for f in media.frames], media.probe.duration_s
+
+
+def index_release(store: ReleaseStore, job: Job, released: Path, manifest: bytes | None, anchors: bytes | None,
+                  limits: Limits | None = None) -> ReleaseRecord:
+    """Fingerprint a released file and keep it with its manifest, as validated against ``anchors``
+    (called by every path that releases)."""
+    limits = limits or Limits(max_bytes=1 << 40, max_duration_s=4 * 3600)
+    frames, duration = _frames(released, INDEX_FPS, limits)
+    hashed = [(round(t, 3), *pdq(image)) for t, image in frames]
+    audio = chromaprint.fingerprint(released)
+    read = provenance.read(released, anchors)
+    record = ReleaseRecord(
+        job_id=job.job_id, tenant=job.tenant, released_at=datetime.now(UTC).isoformat(),
+        sha256=hashlib.sha256(released.read_bytes()).hexdigest(), watermark=job.watermark,
+        watermark_key=job.watermark_key, duration_s=round(duration, 3),
+        frames=[(t, h) for t, h, q in hashed if q >= MIN_QUALITY],
+        audio=[int(w) for w in audio] if audio is not None else None,
+        manifest={"state": read.state, "signer": read.signer, "assertions": read.assertions})
+    store.put(record, manifest)
+    return record
+
+
+@dataclass(slots=True)
+class _Index:
+    records: dict[str, ReleaseRecord]
+    frame_job: np.ndarray  # per indexed frame: the job's position in ``jobs``
+    frame_t: np.ndarray
+    jobs: list[str]
+    frames: MultiIndex
+    by_watermark: dict[str, str]
+
+
+class ReleaseIndex:
+    """The releases' fingerprints in memory, rebuilt when the store changes."""
+
+    def __init__(self, store: ReleaseStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._built: tuple[tuple[int, int], _Index] | None = None
+
+    def current(self) -> _Index:
+        with self._lock:
+            version = self.store.version()
+            if self._built is None or self._built[0] != version:
+                records = {r.job_id: r for r in self.store.all()}
+                jobs = list(records)
+                rows = [(k, t, h) for k, j in enumerate(jobs) for t, h in records[j].frames]
+                words = to_words([h for _, _, h in rows]) if rows else np.zeros((0, 4), np.uint64)
+                self._built = (version, _Index(
+                    records, np.array([k for k, _, _ in rows], np.int64), np.array([t for _, t, _ in rows]), jobs,
+                    MultiIndex(words), {r.watermark: j for j, r in records.items() if r.watermark}))
+            return self._built[1]
+
+
+def video_match(index: _Index, copy: list[tuple[float, list[str]]], tenant: str | None) -> dict[str, Any] | None:
+    """The release whose frames most copy frames match on one consistent offset (vPDQ-style: the share
+    of the copy matched, and where)."""
+    if not copy or not len(index.jobs):
+        return None
+    queries = [(t, h) for t, variants in copy for h in variants]
+    pairs: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for hit in index.frames.search(to_words([h for _, h in queries]), MAX_DISTANCE):
+        k = int(index.frame_job[hit.row])
+        if tenant is None or index.records[index.jobs[k]].tenant == tenant:
+            pairs[k].append((queries[hit.query][0], float(index.frame_t[hit.row])))
+    best: tuple[int, int, list[float]] | None = None
+    for k, found in pairs.items():
+        offsets = np.round(np.array([r - q for q, r in found]) / OFFSET_BIN_S).astype(int)
+        values, counts = np.unique(offsets, return_counts=True)
+        centre = values[counts.argmax()]
+        matched = sorted({q for (q, _), o in zip(found, offsets, strict=True) if abs(o - centre) <= 1})
+        if len(matched) >= MIN_FRAMES and (best is None or len(matched) > len(best[2])):
+            best = (k, int(centre), matched)
+    if best is None:
+        return None
+    k, centre, matched = best
+    ranges: list[list[float]] = []
+    for t in matched:
+        if ranges and t - ranges[-1][1] <= 1.5 / QUERY_FPS:
+            ranges[-1][1] = t
+        else:
+            ranges.append([t, t])
+    return {"job_id": index.jobs[k], "frames_matched": len(matched), "frames_in_copy": len(copy),
+            "copy_share": round(len(matched) / len(copy), 3), "offset_s": centre * OFFSET_BIN_S,
+            "ranges": [[round(a, 2), round(b + 1 / QUERY_FPS, 2)] for a, b in ranges],
+            "confidence": round(min(1.0, len(matched) / (2 * MIN_FRAMES)), 3)}
+
+
+def audio_match(index: _Index, words: np.ndarray | None, tenant: str | None) -> dict[str, Any] | None:
+    best: tuple[str, chromaprint.AudioMatch] | None = None
+    if words is None:
+        return None
+    for job_id, record in index.records.items():
+        if record.audio is None or (tenant is not None and record.tenant != tenant):
+            continue
+        found = chromaprint.align(words, np.array(record.audio, np.uint32))
+        if found is not None and (best is None or found.bit_error < best[1].bit_error):
+            best = (job_id, found)
+    if best is None:
+        return None
+    job_id, found = best
+    return {"job_id": job_id, "offset_s": found.offset_s, "ranges": [[found.start_s, found.end_s]],
+            "bit_error": round(found.bit_error, 3), "confidence": found.confidence}
+
+
+def fingerprints(path: Path, limits: Limits) -> tuple[list[tuple[float, list[str]]], np.ndarray | None]:
+    """The copy's frame hashes (each with its mirror's, low-quality frames left out) and its audio."""
+    frames, _ = _frames(path, QUERY_FPS, limits)
+    copy = [(t, pdq_mirrored(image)) for t, image in frames if pdq(image)[1] >= MIN_QUALITY]
+    return copy, chromaprint.fingerprint(path)
+
+
+async def trace(path: Path, index: ReleaseIndex, keyring: Keyring, anchors: bytes | None, limits: Limits,
+                tenant: str | None) -> dict[str, Any]:
+    """Every layer's answer for ``path``, and the release it traces to (the strongest layer's), with the
+    stored manifest of that release. A layer that points at another tenant's release says nothing."""
+    current = await asyncio.to_thread(index.current)
+
+    def visible(job_id: str | None) -> str | None:
+        record = current.records.get(job_id or "")
+        return job_id if record is not None and (tenant is None or record.tenant == tenant) else None
+
+    found = await asyncio.to_thread(provenance.read, path, anchors)
+    moderation = found.assertions.get(provenance.MODERATION_LABEL) or {}
+    manifest = {"present": found.present, "state": found.state, "signer": found.signer,
+                "job_id": visible(moderation.get("job_id")), "error": found.error}
+    mark = await watermark_report(path, None, keyring, limits)
+    if mark.get("present"):
+        mark["job_id"] = visible(current.by_watermark.get(mark["payload"]))
+    layers: dict[str, Any] = {"manifest": manifest, "watermark": mark}
+    try:
+        copy, words = await asyncio.to_thread(fingerprints, path, limits)
+        layers["frames"] = await asyncio.to_thread(video_match, current, copy, tenant)
+        layers["audio"] = await asyncio.to_thread(audio_match, current, words, tenant)
+    except (MediaError, chromaprint.FingerprintError) as e:
+        layers["frames"] = layers["audio"] = None
+        layers["fingerprint_error"] = str(e)
+    match = None
+    for via, job_id, confidence in (
+            ("manifest", manifest["job_id"], 1.0 if found.state in ("Valid", "Trusted") else 0.5),
+            ("watermark", mark.get("job_id"), 0.99),
+            ("frames", (layers["frames"] or {}).get("job_id"), (layers["frames"] or {}).get("confidence")),
+            ("audio", (layers["audio"] or {}).get("job_id"), (layers["audio"] or {}).get("confidence"))):
+        if job_id:
+            record = current.records[job_id]
+            match = {"job_id": job_id, "tenant": record.tenant, "via": via, "confidence": confidence,
+                     "ranges": (layers.get(via) or {}).get("ranges") if via in ("frames", "audio") else
+                     [[0.0, record.duration_s]], "released_at": record.released_at,
+                     "manifest": record.manifest, "manifest_url": f"/v1/releases/{job_id}/manifest"}
+            break
+    return {"traced": match is not None, "match": match, "layers": layers}
