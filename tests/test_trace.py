@@ -19,9 +19,11 @@ from pipeline.media import Limits
 from pipeline.records import Job
 from pipeline.release import provenance, wmkeys
 from pipeline.release.produce import release_file, sign_with, trust_anchors
+from pipeline.release.provenance import dev_credentials, sign_media, signer_from
 from pipeline.release.trace import ReleaseIndex, index_release, trace
 from pipeline.settings import Settings
 from pipeline.store.releases import ReleaseStore
+from tests import tsa
 from tests.helpers import ROOT, SINTEL, clip, env_of, ffmpeg
 
 JOB = Job(job_id="job-trace-test", tenant="acme", sha256="cd" * 32, media_uri="", status="allowed")
@@ -135,3 +137,29 @@ def test_verify_names_an_unparseable_file_and_reads_the_timestamp_from_the_file(
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "verify", str(released)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120).stdout
     assert "signed without a timestamp authority" in out
+
+
+def test_verify_reads_a_trusted_timestamp_from_the_file(s: Settings, tmp_path: Path) -> None:
+    """c2pa-rs-style fixture: a file timestamped by a real RFC 3161 authority (ours, on loopback)."""
+    creds = dev_credentials(tmp_path / "keys")
+    stamped = tmp_path / "stamped.mp4"
+    with tsa.serve() as (url, authority):
+        sign_media(SINTEL, stamped, signer_from(creds, url), {"decision": "allow"})
+    assert authority.requests == 1
+    both, dev_only = tmp_path / "both.pem", tmp_path / "dev.pem"
+    both.write_bytes(creds.root_pem + authority.root_pem)
+    dev_only.write_bytes(creds.root_pem)
+    env = env_of(s)
+    env.pop("GENGUARD_TSA_URL", None)  # nothing configured here: the file alone says it was timestamped
+
+    def verify(trust: Path) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "verify", str(stamped), "--trust", str(trust)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = verify(both)
+    assert "timeStamp.trusted" in out and "timestamp: trusted" in out and "without a timestamp" not in out
+    out = verify(dev_only)
+    assert "timestamp: present, not trusted (timeStamp.untrusted, timeStamp.validated)" in out
+    assert "without a timestamp" not in out
