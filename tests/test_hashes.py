@@ -85,10 +85,14 @@ def test_a_running_index_follows_imports_and_disabling(tmp_path: Path) -> None:
         time.sleep(0.1)
     hits = live.search([query], {"terror": 31})
     assert [h.distance for h in hits] == [6], "an import reaches a running index within 10 s"
+    main, delta = live.loaded
+    assert main.starts[-1] == 10 and delta is not None and delta.starts[-1] == 5000  # only the new rows indexed
+    assert hits[0].label == known[4000]  # the row is numbered as in its file
     store.set_enabled("terror", False)
     while live.search([query], {"terror": 31}) and time.monotonic() - started < 20:
         time.sleep(0.1)
     assert live.search([query], {"terror": 31}) == []
+    assert live.loaded[1] is None  # disabling rebuilt the whole index
     assert [i.enabled for i in store.lists()] == [False]
     with pytest.raises(ValueError, match="no hash list"):
         store.set_enabled("nope", True)

@@ -2,9 +2,10 @@
 
 1. the C2PA manifest, if the copy still carries one (its moderation assertion names the job);
 2. the invisible watermark (survives a strip, a re-encode, a rescale);
-3. fingerprints: the PDQ hashes of the copy's frames (and of their mirror) against every release's,
-   kept only where they agree on one time offset, and the Chromaprint fingerprint of its sound
-   (survives crops, mirrors and a new picture altogether).
+3. fingerprints: the PDQ hashes of the copy's frames (and of their mirror), black bars trimmed,
+   against every release's (each frame also hashed centre-cropped to 90% and 80%), kept only where
+   they agree on one time offset; and the Chromaprint fingerprint of its sound (survives any change
+   to the picture, a new picture included).
 
 Every release is indexed the same way by ``index_release``, whichever path made it. A tenant
 traces only its own releases; ``tenant=None`` (an admin) traces all.
@@ -39,15 +40,33 @@ QUERY_FPS = 2.0  # ... copies at 2, so every copy frame has a release frame at m
 MAX_DISTANCE = 31  # PDQ bits
 OFFSET_BIN_S = 0.5  # matched frames must agree on where the copy sits in the release, to this
 MIN_FRAMES = 3  # matched copy frames (on one offset) before a fingerprint trace is claimed
+CROPS = (0.9, 0.8)  # releases are also hashed centre-cropped to these shares: PDQ does not survive a crop
+BAR_LUMA, BAR_SPREAD = 40, 12  # a border row or column this dark and this flat is a letterbox or pillarbox bar
 
 
 FRAME_SIDE = 320  # releases and copies are hashed at one size, whatever size the copy was rescaled to
 MAX_FRAMES = 1200  # 5 minutes at 4 a second; a longer video is sampled more thinly
 
 
+def without_bars(image: np.ndarray) -> np.ndarray:
+    """The picture inside any black bars (a letterboxed excerpt, a screen recording's padding)."""
+    luma = image.mean(axis=2)
+    rows = np.flatnonzero((luma.mean(axis=1) > BAR_LUMA) | (luma.std(axis=1) > BAR_SPREAD))
+    cols = np.flatnonzero((luma.mean(axis=0) > BAR_LUMA) | (luma.std(axis=0) > BAR_SPREAD))
+    if len(rows) < image.shape[0] // 4 or len(cols) < image.shape[1] // 4:
+        return image  # a dark picture, not bars
+    return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def centre_crop(image: np.ndarray, share: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    dh, dw = round(h * (1 - share) / 2), round(w * (1 - share) / 2)
+    return image[dh:h - dh, dw:w - dw]
+
+
 def _frames(path: Path, fps: float, limits: Limits) -> tuple[list[tuple[float, np.ndarray]], float]:
     media = decode(path, dataclasses.replace(limits, sample_fps=fps, max_frames=MAX_FRAMES, frame_side=FRAME_SIDE))
-    return [(f.t, f.image) for f in media.frames], media.probe.duration_s
+    return [(f.t, without_bars(f.image)) for f in media.frames], media.probe.duration_s
 
 
 def index_release(store: ReleaseStore, job: Job, released: Path, manifest: bytes | None, anchors: bytes | None,
@@ -56,7 +75,8 @@ def index_release(store: ReleaseStore, job: Job, released: Path, manifest: bytes
     (called by every path that releases)."""
     limits = limits or Limits(max_bytes=1 << 40, max_duration_s=4 * 3600)
     frames, duration = _frames(released, INDEX_FPS, limits)
-    hashed = [(round(t, 3), *pdq(image)) for t, image in frames]
+    hashed = [(round(t, 3), *pdq(view)) for t, image in frames
+              for view in (image, *(centre_crop(image, share) for share in CROPS))]
     audio = chromaprint.fingerprint(released)
     read = provenance.read(released, anchors)
     record = ReleaseRecord(

@@ -80,10 +80,13 @@ class HashStore:
         path = self.root / "state.json"
         return set(json.loads(path.read_text())["disabled"]) if path.exists() else set()
 
+    def enabled(self) -> set[str]:
+        return set(self.names()) - self._disabled()
+
     def lists(self) -> list[ListInfo]:
-        disabled = self._disabled()
+        enabled = self.enabled()
         return [ListInfo(n, self._path(n, ".pdq").stat().st_size // 32 if self._path(n, ".pdq").exists() else
-                         sum(1 for _ in self._path(n).open()) - 1, n not in disabled) for n in self.names()]
+                         sum(1 for _ in self._path(n).open()) - 1, n in enabled) for n in self.names()]
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         if name not in self.names():
@@ -171,17 +174,24 @@ class HashStore:
             fields = next(csv.reader([f.readline().decode()]))
         return fields[1] or fields[0]
 
-    def load(self) -> LoadedLists:
-        """Every enabled list in one index (rows of list after list)."""
-        disabled, names, parts = self._disabled(), [], []
-        for name in self.names():
-            if name in disabled:
-                continue
-            self._sidecars(name)
-            names.append(name)
-            parts.append(np.fromfile(self._path(name, ".pdq"), np.uint8).reshape(-1, 32))
+    def load(self, after: dict[str, int] | None = None) -> LoadedLists:
+        """Every enabled list in one index (rows of list after list); with ``after``, only each list's rows
+        past that many (what an import appended since)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # never half an append
+            disabled, names, firsts, parts = self._disabled(), [], [], []
+            for name in self.names():
+                if name in disabled:
+                    continue
+                self._sidecars(name)
+                first = (after or {}).get(name, 0)
+                names.append(name)
+                firsts.append(first)
+                parts.append(np.fromfile(self._path(name, ".pdq"), np.uint8, offset=32 * first).reshape(-1, 32))
         raw = np.concatenate(parts) if parts else np.zeros((0, 32), np.uint8)
-        return LoadedLists(self, names, np.cumsum([0, *(len(p) for p in parts)]), MultiIndex(to_words(raw)))
+        return LoadedLists(self, names, np.cumsum([0, *(len(p) for p in parts)]), np.array(firsts),
+                           MultiIndex(to_words(raw)))
 
 
 def _line(fields: list[str]) -> bytes:
@@ -195,7 +205,12 @@ class LoadedLists:
     store: HashStore
     names: list[str]
     starts: np.ndarray  # row where each list begins, and the total
+    firsts: np.ndarray  # each list's first row here, as numbered in its file
     index: MultiIndex
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per list, as numbered in its file, up to the last one loaded."""
+        return {n: int(self.firsts[k] + self.starts[k + 1] - self.starts[k]) for k, n in enumerate(self.names)}
 
     def search(self, hashes: Sequence[str], max_distance: dict[str, int]) -> list[ListHit]:
         """Hits of ``hashes`` in the lists named in ``max_distance``, each within its own distance."""
@@ -205,34 +220,52 @@ class LoadedLists:
         hits = []
         for hit in self.index.search(to_words(list(hashes)), max(max_distance[n] for n in wanted)):
             k = int(np.searchsorted(self.starts, hit.row, side="right")) - 1
-            name, row = self.names[k], hit.row - int(self.starts[k])
+            name, row = self.names[k], hit.row - int(self.starts[k]) + int(self.firsts[k])
             if name in max_distance and hit.distance <= max_distance[name]:
                 hits.append(ListHit(hit.query, name, to_hex(self.index.db[hit.row]), self.store.label(name, row),
                                     hit.distance))
         return hits
 
 
+DELTA_SHARE = 0.1  # appended rows indexed apart, up to this share of the whole, before one full rebuild
+
+
 class LiveLists:
-    """The lists a running worker matches against: loaded at start, rebuilt in a background thread
-    within ``poll_s`` of any import, add, enable or disable (the old index serves meanwhile)."""
+    """The lists a running worker matches against, followed in a background thread within ``poll_s`` of
+    any write. An import only appends, so only its rows are indexed (a delta beside the main index:
+    seconds, however long the lists); enabling or disabling, or a delta past 10% of the whole,
+    rebuilds everything while the old index keeps serving."""
 
     def __init__(self, store: HashStore, poll_s: float = 2.0) -> None:
         self.store, self.poll_s = store, poll_s
         self.version = store.version()
-        self.current = store.load()
+        self.loaded: tuple[LoadedLists, LoadedLists | None] = (store.load(), None)  # main, delta: swapped as one
         threading.Thread(target=self._watch, name="hash-lists", daemon=True).start()
+
+    def _reload(self) -> None:
+        started, main = time.perf_counter(), self.loaded[0]
+        sizes = main.sizes()
+        if set(sizes) <= self.store.enabled():  # only appends (or new lists) since the main index was built
+            delta = self.store.load(after=sizes)
+            if delta.starts[-1] <= max(100_000, DELTA_SHARE * main.starts[-1]):
+                self.loaded = (main, delta)
+                log.info("hash lists: %s appended rows indexed in %.1f s", delta.starts[-1],
+                         time.perf_counter() - started)
+                return
+        main = self.store.load()
+        self.loaded = (main, None)
+        log.info("hash lists reloaded (%s rows) in %.1f s", main.starts[-1], time.perf_counter() - started)
 
     def _watch(self) -> None:
         while True:
             time.sleep(self.poll_s)
             try:
                 if (version := self.store.version()) != self.version:
-                    started = time.perf_counter()
-                    self.current, self.version = self.store.load(), version
-                    log.info("hash lists reloaded (%s rows) in %.1f s", self.current.starts[-1],
-                             time.perf_counter() - started)
+                    self._reload()
+                    self.version = version
             except Exception:  # keep matching against the lists already loaded
                 log.exception("hash lists could not be reloaded; the previous ones stay in force")
 
     def search(self, hashes: Sequence[str], max_distance: dict[str, int]) -> list[ListHit]:
-        return self.current.search(hashes, max_distance)
+        main, delta = self.loaded
+        return main.search(hashes, max_distance) + (delta.search(hashes, max_distance) if delta else [])

@@ -68,6 +68,11 @@ class LikenessStore:
             return people
         return {k.decode(): Person.model_validate_json(v) for k, v in raw.items()}
 
+    async def anyone(self, tenant: str) -> bool:
+        """Whether the tenant may have anybody enrolled, without reading them (the frame stage asks per
+        job); a durable copy on disk counts, as Redis may have lost what it holds."""
+        return bool(await self.r.hlen(self._hash(tenant))) or self._file(tenant).exists()
+
     async def view(self, tenant: str, creator: str | None) -> list[Enrolled]:
         """The tenant's enrolled people as the decide stage matches against them, for this creator."""
         return [Enrolled(p.person_id, np.stack([decode_vector(e) for e in p.embeddings]),

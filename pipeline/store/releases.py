@@ -27,7 +27,7 @@ class ReleaseRecord(BaseModel):
     watermark: str | None = None
     watermark_key: str | None = None
     duration_s: float
-    frames: list[tuple[float, str]]  # (seconds, PDQ hex) of the released picture, quality >= 50
+    frames: list[tuple[float, str]]  # (seconds, PDQ hex) of the released picture and its centre crops, quality >= 50
     audio: list[int] | None = None  # Chromaprint words, None where the release is silent
     manifest: dict[str, Any] = {}  # the manifest store as c2pa read it from the released file
 

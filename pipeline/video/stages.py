@@ -108,7 +108,7 @@ async def _part(st: StageContext, msg: JobMessage, part: str, work: Callable[[Jo
 
 async def frames(st: StageContext, msg: JobMessage) -> None:
     try:  # faces matter only for a tenant with people enrolled; unsure, they are found and embedded
-        faces: FaceMode = "embed" if await LikenessStore(st.state, st.settings).people(msg.tenant) else "skip"
+        faces: FaceMode = "embed" if await LikenessStore(st.state, st.settings).anyone(msg.tenant) else "skip"
     except Exception:
         log.exception("consent registry unreadable for %s: embedding faces", msg.tenant)
         faces = "embed"
