@@ -92,9 +92,7 @@ async def trace_binding(request: Request, key: Annotated[ApiKey, Depends(require
     tenant = _tenant(key)
     if record is None or (tenant is not None and record.tenant != tenant):
         return TraceReport(traced=False, matches=[], match=None, layers={"watermark": {"payload": raw.hex()}})
-    match = {"job_id": record.job_id, "tenant": record.tenant, "via": "watermark", "confidence": 1.0,
-             "ranges": [[0.0, record.duration_s]], "released_at": record.released_at, "manifest": record.manifest,
-             "manifest_url": f"/v1/releases/{record.job_id}/manifest"}
+    match = trace.release_match(record, "watermark", 1.0, None)
     return TraceReport(traced=True, matches=_matches(match), match=match, layers={"watermark": {"payload": raw.hex()}})
 
 

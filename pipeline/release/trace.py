@@ -41,21 +41,29 @@ MAX_DISTANCE = 31  # PDQ bits
 OFFSET_BIN_S = 0.5  # matched frames must agree on where the copy sits in the release, to this
 MIN_FRAMES = 3  # matched copy frames (on one offset) before a fingerprint trace is claimed
 CROPS = (0.9, 0.8)  # releases are also hashed centre-cropped to these shares: PDQ does not survive a crop
-BAR_LUMA, BAR_SPREAD = 40, 12  # a border row or column this dark and this flat is a letterbox or pillarbox bar
+BAR_LUMA, BAR_SPREAD = 28, 8  # a border row or column this dark and this flat may be a letterbox or pillarbox bar
 
 
 FRAME_SIDE = 320  # releases and copies are hashed at one size, whatever size the copy was rescaled to
 MAX_FRAMES = 1200  # 5 minutes at 4 a second; a longer video is sampled more thinly
 
 
+def _inside(flat: np.ndarray) -> slice:
+    """The span between bars along one axis: dark, flat lines at both ends, about as wide (a letterbox is
+    centred; dark picture at one edge is not a bar)."""
+    keep = np.flatnonzero(~flat)
+    if len(keep) < len(flat) // 4:
+        return slice(None)  # a dark picture, not bars
+    before, after = keep[0], len(flat) - 1 - keep[-1]
+    return slice(keep[0], keep[-1] + 1) if abs(before - after) <= 0.05 * len(flat) else slice(None)
+
+
 def without_bars(image: np.ndarray) -> np.ndarray:
     """The picture inside any black bars (a letterboxed excerpt, a screen recording's padding)."""
     luma = image.mean(axis=2)
-    rows = np.flatnonzero((luma.mean(axis=1) > BAR_LUMA) | (luma.std(axis=1) > BAR_SPREAD))
-    cols = np.flatnonzero((luma.mean(axis=0) > BAR_LUMA) | (luma.std(axis=0) > BAR_SPREAD))
-    if len(rows) < image.shape[0] // 4 or len(cols) < image.shape[1] // 4:
-        return image  # a dark picture, not bars
-    return image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    rows = _inside((luma.mean(axis=1) < BAR_LUMA) & (luma.std(axis=1) < BAR_SPREAD))
+    cols = _inside((luma.mean(axis=0) < BAR_LUMA) & (luma.std(axis=0) < BAR_SPREAD))
+    return image[rows, cols]
 
 
 def centre_crop(image: np.ndarray, share: float) -> np.ndarray:
@@ -101,25 +109,31 @@ class _Index:
 
 
 class ReleaseIndex:
-    """The releases' fingerprints in memory, rebuilt when the store changes."""
+    """The releases' fingerprints in memory: new releases are read as the store's log names them, and
+    the frame index is rebuilt then (1.8 s at a million frame hashes, see bench/hashes.py)."""
 
     def __init__(self, store: ReleaseStore) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._built: tuple[tuple[int, int], _Index] | None = None
+        self._records: dict[str, ReleaseRecord] = {}
+        self._offset = 0
+        self._built: _Index | None = None
 
     def current(self) -> _Index:
         with self._lock:
-            version = self.store.version()
-            if self._built is None or self._built[0] != version:
-                records = {r.job_id: r for r in self.store.all()}
+            new, self._offset = self.store.written_since(self._offset)
+            for job_id in new:
+                if (record := self.store.get(job_id)) is not None:
+                    self._records[job_id] = record
+            if self._built is None or new:
+                records = dict(self._records)
                 jobs = list(records)
                 rows = [(k, t, h) for k, j in enumerate(jobs) for t, h in records[j].frames]
                 words = to_words([h for _, _, h in rows]) if rows else np.zeros((0, 4), np.uint64)
-                self._built = (version, _Index(
+                self._built = _Index(
                     records, np.array([k for k, _, _ in rows], np.int64), np.array([t for _, t, _ in rows]), jobs,
-                    MultiIndex(words), {r.watermark: j for j, r in records.items() if r.watermark}))
-            return self._built[1]
+                    MultiIndex(words), {r.watermark: j for j, r in records.items() if r.watermark})
+            return self._built
 
 
 def video_match(index: _Index, copy: list[tuple[float, list[str]]], tenant: str | None) -> dict[str, Any] | None:
@@ -180,6 +194,15 @@ def fingerprints(path: Path, limits: Limits) -> tuple[list[tuple[float, list[str
     return copy, chromaprint.fingerprint(path)
 
 
+def release_match(record: ReleaseRecord, via: str, confidence: float | None,
+                  ranges: list[list[float]] | None) -> dict[str, Any]:
+    """What a trace answers about the release it found: which, how, where in the copy, and the original manifest."""
+    return {"job_id": record.job_id, "tenant": record.tenant, "via": via, "confidence": confidence,
+            "ranges": ranges if ranges is not None else [[0.0, record.duration_s]],
+            "released_at": record.released_at, "manifest": record.manifest,
+            "manifest_url": f"/v1/releases/{record.job_id}/manifest"}
+
+
 async def trace(path: Path, index: ReleaseIndex, keyring: Keyring, anchors: bytes | None, limits: Limits,
                 tenant: str | None) -> dict[str, Any]:
     """Every layer's answer for ``path``, and the release it traces to (the strongest layer's), with the
@@ -202,9 +225,9 @@ async def trace(path: Path, index: ReleaseIndex, keyring: Keyring, anchors: byte
         copy, words = await asyncio.to_thread(fingerprints, path, limits)
         layers["frames"] = await asyncio.to_thread(video_match, current, copy, tenant)
         layers["audio"] = await asyncio.to_thread(audio_match, current, words, tenant)
-    except (MediaError, chromaprint.FingerprintError) as e:
+    except (MediaError, chromaprint.FingerprintError) as e:  # nothing to fingerprint: said, never raised
         layers["frames"] = layers["audio"] = None
-        layers["fingerprint_error"] = str(e)
+        layers["fingerprint_error"] = f"{getattr(e, 'code', 'fingerprint_failed')}: {e}"
     match = None
     for via, job_id, confidence in (
             ("manifest", manifest["job_id"], 1.0 if found.state in ("Valid", "Trusted") else 0.5),
@@ -212,10 +235,7 @@ async def trace(path: Path, index: ReleaseIndex, keyring: Keyring, anchors: byte
             ("frames", (layers["frames"] or {}).get("job_id"), (layers["frames"] or {}).get("confidence")),
             ("audio", (layers["audio"] or {}).get("job_id"), (layers["audio"] or {}).get("confidence"))):
         if job_id:
-            record = current.records[job_id]
-            match = {"job_id": job_id, "tenant": record.tenant, "via": via, "confidence": confidence,
-                     "ranges": (layers.get(via) or {}).get("ranges") if via in ("frames", "audio") else
-                     [[0.0, record.duration_s]], "released_at": record.released_at,
-                     "manifest": record.manifest, "manifest_url": f"/v1/releases/{job_id}/manifest"}
+            match = release_match(current.records[job_id], via, confidence, (layers.get(via) or {}).get("ranges")
+                                  if via in ("frames", "audio") else None)
             break
     return {"traced": match is not None, "match": match, "layers": layers}

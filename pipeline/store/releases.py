@@ -2,13 +2,13 @@
 payload and key id, the PDQ hashes of the released picture over time, its audio fingerprint, the
 manifest as read back) and the signed manifest store's own bytes (``JOB.c2pa``).
 
-Files, not Redis: this is the durable record a trace answers from years later; the serving copy of
-the index is rebuilt from it whenever a release is added.
+Files, not Redis: this is the durable record a trace answers from years later. ``releases.log``
+names each job as its record is written, so a reader learns what is new from one stat and reads
+only the new records.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -50,6 +50,8 @@ class ReleaseStore:
             tmp = self._path(record.job_id, suffix + ".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, self._path(record.job_id, suffix))
+        with (self.root / "releases.log").open("a") as log:  # one short append: whole lines only
+            log.write(record.job_id + "\n")
 
     def get(self, job_id: str) -> ReleaseRecord | None:
         path = self._path(job_id, ".json")
@@ -59,17 +61,14 @@ class ReleaseStore:
         path = self._path(job_id, ".c2pa")
         return path.read_bytes() if path.exists() else None
 
-    def version(self) -> tuple[int, int]:
-        """Changes whenever a record is added or rewritten (the trace index is rebuilt then)."""
-        if not self.root.exists():
-            return (0, 0)
-        stats = [p.stat().st_mtime_ns for p in self.root.glob("*.json")]
-        return (len(stats), max(stats, default=0))
+    def written_since(self, offset: int) -> tuple[list[str], int]:
+        """Jobs whose records were written after ``offset`` bytes of the log, and the log's new end."""
+        path = self.root / "releases.log"
+        if not path.exists() or path.stat().st_size == offset:
+            return [], offset
+        with path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().split(b"\n")
+        complete = lines[:-1]  # a line still being written waits for the next look
+        return [line.decode() for line in complete], offset + sum(len(line) + 1 for line in complete)
 
-    def all(self) -> list[ReleaseRecord]:
-        return [ReleaseRecord.model_validate_json(p.read_bytes()) for p in sorted(self.root.glob("*.json"))] \
-            if self.root.exists() else []
-
-
-def as_json(record: ReleaseRecord) -> dict[str, Any]:
-    return json.loads(record.model_dump_json(exclude={"frames", "audio"}))
