@@ -70,6 +70,16 @@ def test_lists_keep_labels_and_leave_out_low_quality_hashes(tmp_path: Path) -> N
     assert lists.search([hashes[0]], {"other": 31}) == []  # a list the policy does not name
 
 
+def test_a_list_written_before_the_packed_sidecars_still_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    hashes = [to_hex(w) for w in to_words(rng.integers(0, 256, (3, 32), dtype=np.uint8))]
+    (tmp_path / "old.csv").write_text("hash,label,added_at\n" + "".join(f"{h},entry {i},2026-11-01\n"
+                                                                       for i, h in enumerate(hashes)))
+    hits = HashStore(tmp_path).load().search([hashes[2]], {"old": 0})
+    assert [(h.label, h.distance) for h in hits] == [("entry 2", 0)]
+    assert (tmp_path / "old.pdq").stat().st_size == 96 and not (tmp_path / "VERSION").exists()
+
+
 def test_a_running_index_follows_imports_and_disabling(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     store = HashStore(tmp_path / "lists")

@@ -61,13 +61,15 @@ class HashStore:
         return self.root / f"{name}{suffix}"
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """One writer at a time (CLI, API and workers may share the directory); readers see VERSION move last."""
+    def _writing(self, changes: bool = True) -> Iterator[None]:
+        """One writer at a time (CLI, API and workers may share the directory); readers see VERSION move
+        last, and only when the lists' content or state changed."""
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
-            (self.root / "VERSION").write_text(uuid.uuid4().hex)
+            if changes:
+                (self.root / "VERSION").write_text(uuid.uuid4().hex)
 
     def version(self) -> str:
         path = self.root / "VERSION"
@@ -84,6 +86,10 @@ class HashStore:
         return set(self.names()) - self._disabled()
 
     def lists(self) -> list[ListInfo]:
+        """Every list with its size and state (and its sidecars brought up to date, where they lag)."""
+        with self._writing(changes=False):
+            for name in self.names():
+                self._sidecars(name)
         enabled = self.enabled()
         return [ListInfo(n, self._path(n, ".pdq").stat().st_size // 32 if self._path(n, ".pdq").exists() else
                          sum(1 for _ in self._path(n).open()) - 1, n in enabled) for n in self.names()]
@@ -150,11 +156,7 @@ class HashStore:
         """(Re)write NAME.pdq and NAME.rows from the CSV where they are missing or short (a list written
         before they existed, or an append cut off mid-way)."""
         path, raw_path, rows_path = self._path(name), self._path(name, ".pdq"), self._path(name, ".rows")
-        if not path.exists():
-            return
-        count = sum(1 for _ in path.open("rb")) - 1
-        if raw_path.exists() and rows_path.exists() and raw_path.stat().st_size == 32 * count \
-                and rows_path.stat().st_size == 8 * count:
+        if not path.exists() or self._in_step(path, raw_path, rows_path):
             return
         hashes, offsets = [], []
         with path.open("rb") as f:
@@ -164,8 +166,29 @@ class HashStore:
                 hashes.append(h := next(csv.reader([line.decode()]))[0])
                 if not _HEX.match(h):
                     raise ValueError(f"{path}:{n}: {h!r} is not a PDQ hash (64 hex digits)")
-        raw_path.write_bytes(bytes.fromhex("".join(hashes)))
-        rows_path.write_bytes(np.array(offsets, np.int64).tobytes())
+        try:
+            raw_path.write_bytes(bytes.fromhex("".join(hashes)))
+            rows_path.write_bytes(np.array(offsets, np.int64).tobytes())
+        except OSError as e:
+            raise RuntimeError(f"hash list {name}: {raw_path.name} is missing or behind {path.name} and "
+                               f"{self.root} is not writable here; run `genguard hashes list` where it is") from e
+
+    @staticmethod
+    def _in_step(path: Path, raw_path: Path, rows_path: Path) -> bool:
+        """Whether the sidecars cover every CSV row, checked without reading the CSV: the last row offset
+        recorded must start the CSV's last line."""
+        if not (raw_path.exists() and rows_path.exists()):
+            return False
+        n = rows_path.stat().st_size // 8
+        if raw_path.stat().st_size != 32 * n or rows_path.stat().st_size != 8 * n:
+            return False
+        with path.open("rb") as f:
+            if n == 0:
+                f.readline()  # the header
+                return f.read(1) == b""
+            f.seek(int(np.fromfile(rows_path, np.int64, count=1, offset=8 * (n - 1))[0]))
+            f.readline()
+            return f.read(1) == b""
 
     def label(self, name: str, row: int) -> str:
         offset = int(np.fromfile(self._path(name, ".rows"), np.int64, count=1, offset=8 * row)[0])
@@ -177,9 +200,10 @@ class HashStore:
     def load(self, after: dict[str, int] | None = None) -> LoadedLists:
         """Every enabled list in one index (rows of list after list); with ``after``, only each list's rows
         past that many (what an import appended since)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)  # never half an append
+        lock_path = self.root / ".lock"  # read-only is enough for a shared lock: workers mount the lists read-only
+        with lock_path.open("rb") if lock_path.exists() else contextlib.nullcontext() as lock:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_SH)  # never half an append
             disabled, names, firsts, parts = self._disabled(), [], [], []
             for name in self.names():
                 if name in disabled:
