@@ -3,6 +3,7 @@ invisible watermark, fingerprints), and the release it traces back to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -56,20 +57,23 @@ def _print_report(video: Path, found: dict[str, Any], tsa_url: str | None) -> No
               help="PEM trust anchors (default: GENGUARD_TRUST_ANCHORS_PATH, else the dev root if present).")
 @click.option("--json", "as_json", is_flag=True)
 def verify(video: Path, trust: Path | None, as_json: bool) -> None:
-    """Check VIDEO's C2PA manifest (present, signer, validation state and codes, what it says) and its
+    """Check VIDEO's C2PA manifest (present, signer, validation state and codes, what it says), its
     invisible watermark (which job it points to, even with the manifest stripped or the file
-    re-encoded). Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
+    re-encoded) and its frame and audio fingerprints against every release (`genguard trace` says
+    which release it is). Exit 0 when the manifest is valid (trusted or not), 1 otherwise."""
     from pipeline.media import limits_of
+    from pipeline.release import trace as tracing
     from pipeline.release import verify as layers
     from pipeline.release import wmkeys
     from pipeline.release.produce import trust_anchors
+    from pipeline.store.releases import ReleaseStore
     from pipeline.store.state import JobLedger
 
     s = settings()
     anchors = trust.read_bytes() if trust else trust_anchors(s)
     found = with_state(lambda state: layers.report(video, anchors, JobLedger(state), wmkeys.load(s), limits_of(s)))
-    traced = _trace(video, anchors, None)
-    found["fingerprint"] = {k: traced["layers"].get(k) for k in ("frames", "audio")}
+    found["fingerprint"] = asyncio.run(tracing.fingerprint_layers(
+        video, tracing.ReleaseIndex(ReleaseStore(s.releases_dir)).current(), limits_of(s), None))
     ok = found["present"] and found["state"] in ("Valid", "Trusted")
     if as_json:
         click.echo(json.dumps(found, indent=2))
@@ -77,19 +81,6 @@ def verify(video: Path, trust: Path | None, as_json: bool) -> None:
         _print_report(video, found, s.tsa_url)
         _print_fingerprints(video, found["fingerprint"])
     sys.exit(0 if ok else 1)
-
-
-def _trace(video: Path, anchors: bytes | None, tenant: str | None) -> dict[str, Any]:
-    import asyncio
-
-    from pipeline.media import limits_of
-    from pipeline.release import trace as tracing
-    from pipeline.release import wmkeys
-    from pipeline.store.releases import ReleaseStore
-
-    s = settings()
-    index = tracing.ReleaseIndex(ReleaseStore(s.releases_dir))
-    return asyncio.run(tracing.trace(video, index, wmkeys.load(s), anchors, limits_of(s), tenant))
 
 
 def _print_fingerprints(video: Path, layers: dict[str, Any]) -> None:
@@ -110,9 +101,15 @@ def trace(video: Path, tenant: str | None, as_json: bool) -> None:
     """Which release VIDEO is a copy of: by its C2PA manifest, else its invisible watermark, else its
     frames' and sound's fingerprints; with the job, tenant, matched time ranges, a confidence and the
     original release's manifest. Exit 0 when traced, 1 when not."""
+    from pipeline.media import limits_of
+    from pipeline.release import trace as tracing
+    from pipeline.release import wmkeys
     from pipeline.release.produce import trust_anchors
+    from pipeline.store.releases import ReleaseStore
 
-    found = _trace(video, trust_anchors(settings()), tenant)
+    s = settings()
+    index = tracing.ReleaseIndex(ReleaseStore(s.releases_dir))
+    found = asyncio.run(tracing.trace(video, index, wmkeys.load(s), trust_anchors(s), limits_of(s), tenant))
     if as_json:
         click.echo(json.dumps(found, indent=2))
     elif (match := found["match"]) is None:

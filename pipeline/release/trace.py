@@ -194,6 +194,16 @@ def fingerprints(path: Path, limits: Limits) -> tuple[list[tuple[float, list[str
     return copy, chromaprint.fingerprint(path)
 
 
+async def fingerprint_layers(path: Path, current: _Index, limits: Limits, tenant: str | None) -> dict[str, Any]:
+    """The frames and audio layers alone (``genguard verify`` reads the other two itself)."""
+    try:
+        copy, words = await asyncio.to_thread(fingerprints, path, limits)
+        return {"frames": await asyncio.to_thread(video_match, current, copy, tenant),
+                "audio": await asyncio.to_thread(audio_match, current, words, tenant)}
+    except (MediaError, chromaprint.FingerprintError) as e:  # nothing to fingerprint: said, never raised
+        return {"frames": None, "audio": None, "fingerprint_error": f"{getattr(e, 'code', 'fingerprint_failed')}: {e}"}
+
+
 def release_match(record: ReleaseRecord, via: str, confidence: float | None,
                   ranges: list[list[float]] | None) -> dict[str, Any]:
     """What a trace answers about the release it found: which, how, where in the copy, and the original manifest."""
@@ -220,14 +230,7 @@ async def trace(path: Path, index: ReleaseIndex, keyring: Keyring, anchors: byte
     mark = await watermark_report(path, None, keyring, limits)
     if mark.get("present"):
         mark["job_id"] = visible(current.by_watermark.get(mark["payload"]))
-    layers: dict[str, Any] = {"manifest": manifest, "watermark": mark}
-    try:
-        copy, words = await asyncio.to_thread(fingerprints, path, limits)
-        layers["frames"] = await asyncio.to_thread(video_match, current, copy, tenant)
-        layers["audio"] = await asyncio.to_thread(audio_match, current, words, tenant)
-    except (MediaError, chromaprint.FingerprintError) as e:  # nothing to fingerprint: said, never raised
-        layers["frames"] = layers["audio"] = None
-        layers["fingerprint_error"] = f"{getattr(e, 'code', 'fingerprint_failed')}: {e}"
+    layers = {"manifest": manifest, "watermark": mark, **await fingerprint_layers(path, current, limits, tenant)}
     match = None
     for via, job_id, confidence in (
             ("manifest", manifest["job_id"], 1.0 if found.state in ("Valid", "Trusted") else 0.5),
