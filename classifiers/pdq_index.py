@@ -202,3 +202,12 @@ class MultiIndex:
                 rows, dists = out_ids[qi, :counts[qi]], out_dist[qi, :counts[qi]]
             hits += [HashHit(qi, int(r), int(d)) for r, d in zip(rows, dists, strict=True)]
         return hits
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) every kernel before the first real lookup needs it."""
+    rng = np.random.default_rng(0)
+    for rows in (FLAT_BELOW, 1):
+        index = MultiIndex(rng.integers(0, 2**63, (rows, 4), dtype=np.int64).astype(np.uint64))
+        index.search(index.db[:2], 31)
+        index.search(index.db[:1], 31)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.pdq import MIN_QUALITY, to_hex, to_words
-from classifiers.pdq_index import MultiIndex
+from classifiers.pdq_index import MultiIndex, warm
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ class LiveLists:
         log.info("hash lists reloaded (%s rows) in %.1f s", main.starts[-1], time.perf_counter() - started)
 
     def _watch(self) -> None:
+        warm()  # the first job after a start should not wait for the kernels to compile
         while True:
             time.sleep(self.poll_s)
             try:
