@@ -21,12 +21,13 @@ def pdq(image: np.ndarray) -> tuple[str, int]:
     return np.packbits(bits.astype(np.uint8)).tobytes().hex(), int(quality)
 
 
-def pdq_mirrored(image: np.ndarray) -> list[str]:
-    """The hashes of ``image`` and of its horizontal mirror (PDQ's dihedral variants), so a flipped copy matches."""
+def pdq_mirrored(image: np.ndarray) -> tuple[list[str], int]:
+    """The hashes of ``image`` and of its horizontal mirror (PDQ's dihedral variants, one pass), so a
+    flipped copy matches; and their quality."""
     import pdqhash
 
-    variants, _ = pdqhash.compute_dihedral(np.ascontiguousarray(image))
-    return [np.packbits(v.astype(np.uint8)).tobytes().hex() for v in (variants[0], variants[5])]
+    variants, quality = pdqhash.compute_dihedral(np.ascontiguousarray(image))
+    return [np.packbits(v.astype(np.uint8)).tobytes().hex() for v in (variants[0], variants[5])], int(quality)
 
 
 def to_words(hashes: Sequence[str] | np.ndarray) -> np.ndarray:

@@ -190,7 +190,8 @@ def audio_match(index: _Index, words: np.ndarray | None, tenant: str | None) -> 
 def fingerprints(path: Path, limits: Limits) -> tuple[list[tuple[float, list[str]]], np.ndarray | None]:
     """The copy's frame hashes (each with its mirror's, low-quality frames left out) and its audio."""
     frames, _ = _frames(path, QUERY_FPS, limits)
-    copy = [(t, pdq_mirrored(image)) for t, image in frames if pdq(image)[1] >= MIN_QUALITY]
+    hashed = [(t, *pdq_mirrored(image)) for t, image in frames]
+    copy = [(t, variants) for t, variants, quality in hashed if quality >= MIN_QUALITY]
     return copy, chromaprint.fingerprint(path)
 
 
