@@ -16,7 +16,7 @@ import yaml
 
 from pipeline.media import decode
 from pipeline.owner.labelled import Labelled
-from pipeline.owner.text_eval import Counts
+from pipeline.owner.text_eval import Counts, plot_reliability
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest
 from pipeline.video.gate import VideoGate, limits_of
@@ -140,7 +140,7 @@ def draw(st: Study, chosen: Point | None, png: Path, html: Path | None = None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, tab) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, rel, tab) = plt.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [3, 3, 2]})
     ax.plot([p.recall for p in st.points], [p.precision for p in st.points], marker=".", label=f"{st.signal} threshold")
     if chosen is not None:
         ax.scatter([chosen.recall], [chosen.precision], s=120, c="red", zorder=3,
@@ -149,6 +149,7 @@ def draw(st: Study, chosen: Point | None, png: Path, html: Path | None = None) -
            title=f"{st.category}: precision/recall over the {st.signal} threshold")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
+    plot_reliability(rel, st.scores, st.labels, st.signal)
     tab.axis("off")
     if chosen is not None:
         cells = [["", "labelled yes", "labelled no"], ["flagged", chosen.tp, chosen.fp],
