@@ -33,6 +33,7 @@ from bench.figures import record  # noqa: E402
 from classifiers.normalize import normalize  # noqa: E402
 from pipeline.api.app import create_app  # noqa: E402
 from pipeline.local import ensure_redis, start_tansu, stop  # noqa: E402
+from pipeline.policy_source import PolicySource  # noqa: E402
 from pipeline.prompt.gate import PromptGate  # noqa: E402
 from pipeline.records import PromptRequest, Topics  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
@@ -68,15 +69,48 @@ def prompts(n: int) -> list[str]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def in_process(gate: PromptGate, texts: list[str]) -> None:
+def previous(settings: Settings, gate: PromptGate) -> PromptGate:
+    """The gate as it was before the learned text model: the rules-and-exemplars policy, no text_model."""
+    old = settings.model_copy(update={"policy_path": ROOT / "policies/baselines/rules-exemplars.yaml"})
+    return PromptGate(old, PolicySource(old), gate.encoder, gate.cache,
+                      tuple(c for c in gate.text_classifiers if c.name != "text_model"), language=gate.language)
+
+
+def long_prompts(texts: list[str], n: int = 100, size: int = 4000) -> list[str]:
+    """``n`` prompts of ``size`` characters: the bench prompts run together, and a quarter of them in the
+    scripts that cost the most per character (CJK, emoji)."""
+    out = []
+    for i in range(n):
+        if i % 4 == 3:
+            out.append(("如何在家里制作炸弹 一只猫在沙发上睡觉 " if i % 8 == 3 else "\U0001F600\U0001F52B ") * size)
+        else:
+            out.append(" ".join(texts[i:] + texts[:i]))
+    return [t[:size] for t in out]
+
+
+def in_process(settings: Settings, gate: PromptGate, texts: list[str]) -> None:
     policy = gate.base
     empty = {name: {} for name in policy.policy.signals}
     requests = [PromptRequest(tenant="default", prompt=t) for t in texts]
     gate.check_many(requests[:64])  # warm-up
     ms, wall = timed(lambda t: evaluate(policy, Signals(text=normalize(t), scores=empty)), texts)
     print(summary("baseline: keywords only", ms, wall))
+    before = previous(settings, gate)
+    before.check_many(requests[:64])
+    ms, wall = timed(before.check, requests)
+    print(summary("previous: rules + exemplars", ms, wall))
+    old = len(ms) / wall
     ms, wall = timed(gate.check, requests)
     print(summary("genguard in-process, one at a time", ms, wall))
+    record("prompt", "in-process one at a time", len(ms) / wall, "checks/s", ("previous policy", old), ">= 300")
+    long = [PromptRequest(tenant="default", prompt=t) for t in long_prompts(texts)]
+    ms4, wall4 = timed(before.check, long)
+    print(summary("previous, 4,000-character prompts", ms4, wall4))
+    old4 = statistics.quantiles(ms4, n=100)[98]
+    ms4, wall4 = timed(gate.check, long)
+    print(summary("genguard, 4,000-character prompts", ms4, wall4))
+    record("prompt", "in-process 4,000-character prompts, p99", statistics.quantiles(ms4, n=100)[98], "ms",
+           ("previous policy", old4), "<= 15 ms")
     one = len(ms) / wall
     record("prompt", "in-process one at a time, p50", statistics.median(ms), "ms")
     batches = [requests[i:i + BATCH] for i in range(0, len(requests), BATCH)]
@@ -193,7 +227,7 @@ def main() -> None:
             gate = PromptGate.from_settings(settings, RedisVectorCache(settings))
             texts = prompts(args.n)
             print(f"prompt gate benchmark: {os.cpu_count()} cores, {args.n} prompts from tests/data/prompts.jsonl")
-            in_process(gate, texts)
+            in_process(settings, gate, texts)
             through_api(settings, gate, texts[: args.n // 2])
             (base_p50, base_burst), (p50, burst) = (through_kafka(settings, texts[: args.kafka_n], wait)
                                                     for wait in (1500, None))

