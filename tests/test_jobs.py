@@ -96,8 +96,9 @@ def test_bad_uploads_are_refused_and_recorded(api: str, keys: dict[str, str], tm
 
 def test_review_then_approve_release_and_trace(api: str, keys: dict[str, str], worker: list, tmp_path: Path,
                              job_settings: Settings) -> None:
-    # real footage: the invisible watermark is made for natural video (see test_release.py)
-    r = upload(api, keys["acme"], SINTEL, prompt="a sexy dance on the beach")
+    # real footage: the invisible watermark is made for natural video (see test_release.py); a borderline
+    # prompt that the policy sends to review (the nudity-terms rule at medium, the learned model below it)
+    r = upload(api, keys["acme"], SINTEL, prompt="a sensual tango in a ballroom")
     job_id = r.json()["job_id"]
     assert wait_for(api, keys["acme"], job_id)["status"] == "review"
     auth = {"Authorization": f"Bearer {keys['acme']}"}
