@@ -23,15 +23,9 @@ sys.path.insert(0, str(ROOT))
 from classifiers.text_embedding import TextEncoder  # noqa: E402
 from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, use_embed  # noqa: E402
 from pipeline.owner.train_embedding import embeddings  # noqa: E402
-from pipeline.owner.train_text import CATEGORIES, Rows, average_precision, read_split  # noqa: E402
+from pipeline.owner.train_text import CATEGORIES, read_split  # noqa: E402
 
 LANGUAGES = ("en", "de", "fr", "es", "pt", "it", "nl", "ru", "tr", "ar", "hi", "ja", "zh")
-
-
-def ap_where(rows: Rows, chosen: np.ndarray, k: int, scores: np.ndarray) -> tuple[int, float]:
-    mask, y = rows.target(CATEGORIES[k])
-    keep = mask & chosen
-    return int(y[keep].sum()), average_precision(y[keep], scores[keep]) if y[keep].sum() else float("nan")
 
 
 def latency(fn, texts: list[str]) -> tuple[float, float]:
@@ -54,32 +48,35 @@ def main() -> None:
     minilm, model = TextEncoder(ROOT / "var/models/minilm"), TextModel(args.model)
     n = len(rows)
     lang = np.array(rows.lang)
-    z = {"n-gram": model.logits(featurize(rows.texts, normalized=True))}
-    for name, chosen, embed, coef, bias in (
-            ("USE", np.isin(lang, sorted(USE_LANGUAGES)), use_embed, model.use_coef, model.use_bias),
-            ("MiniLM", lang == "en", minilm.embed, model.minilm_coef, model.minilm_bias)):
-        idx = np.nonzero(chosen)[0]
-        scores = np.full((n, len(CATEGORIES)), -np.inf, np.float32)
-        scores[idx] = embeddings(rows, idx, name.lower(), embed, cache) @ coef + bias
-        z[name] = scores
-    full = np.zeros((n, 384), np.float32)
-    full[lang == "en"] = embeddings(rows, np.nonzero(lang == "en")[0], "minilm", minilm.embed, cache)
-    z["stacked"] = model.score(rows.texts, embedding=full, language=rows.lang)
     everyone, use_rows, english = np.ones(n, bool), np.isin(lang, sorted(USE_LANGUAGES)), lang == "en"
+    z = {"n-gram": model.logits(featurize(rows.texts, normalized=True))}
+    vectors = {}
+    for name, chosen, embed, coef, bias in (("USE", use_rows, use_embed, model.use_coef, model.use_bias),
+                                            ("MiniLM", english, minilm.embed, model.minilm_coef, model.minilm_bias)):
+        vectors[name] = embeddings(rows, np.nonzero(chosen)[0], name.lower(), embed, cache)
+        z[name] = np.full((n, len(CATEGORIES)), -np.inf, np.float32)
+        z[name][chosen] = vectors[name] @ coef + bias
+    full = np.zeros((n, 384), np.float32)
+    full[english] = vectors["MiniLM"]
+    z["stacked"] = model.score(rows.texts, embedding=full, language=rows.lang)
+
+    def ap_where(chosen: np.ndarray, k: int, scores: np.ndarray) -> tuple[int, float]:
+        return rows.average_precision(CATEGORIES[k], scores, chosen)
+
     print(f"average precision per category, {args.split} split ({n} rows); n-gram and stacked over all rows,"
           f" USE over its 15 languages, MiniLM over English; 'en' columns: English rows only")
     print(f"{'category':<20} {'pos':>5} {'n-gram':>7} {'USE':>7} {'stacked':>7} | {'en pos':>6} {'n-gram':>7} "
           f"{'USE':>7} {'MiniLM':>7} {'stacked':>7}")
     for k, c in enumerate(CATEGORIES):
-        pos, ng = ap_where(rows, everyone, k, z["n-gram"][:, k])
-        _, us = ap_where(rows, use_rows, k, z["USE"][:, k])
-        _, st = ap_where(rows, everyone, k, z["stacked"][:, k])
-        en = [ap_where(rows, english, k, z[m][:, k]) for m in ("n-gram", "USE", "MiniLM", "stacked")]
+        pos, ng = ap_where(everyone, k, z["n-gram"][:, k])
+        _, us = ap_where(use_rows, k, z["USE"][:, k])
+        _, st = ap_where(everyone, k, z["stacked"][:, k])
+        en = [ap_where(english, k, z[m][:, k]) for m in ("n-gram", "USE", "MiniLM", "stacked")]
         print(f"{c:<20} {pos:>5} {ng:>7.3f} {us:>7.3f} {st:>7.3f} | {en[0][0]:>6} "
               + " ".join(f"{a:>7.3f}" for _, a in en))
     print("\nmean AP over the categories with >= 5 positives in the language: n-gram alone -> stacked")
     for x in LANGUAGES:
-        pairs = [(ap_where(rows, lang == x, k, z["n-gram"][:, k]), ap_where(rows, lang == x, k, z["stacked"][:, k]))
+        pairs = [(ap_where(lang == x, k, z["n-gram"][:, k]), ap_where(lang == x, k, z["stacked"][:, k]))
                  for k in range(len(CATEGORIES))]
         pairs = [(a, b) for (p, a), (_, b) in pairs if p >= 5]
         if pairs:

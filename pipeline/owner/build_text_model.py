@@ -34,13 +34,14 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
     minilm = TextEncoder(encoder_dir)
     encoders = {"use": (lambda lang: lang in USE_LANGUAGES, use_embed),
                 "minilm": (lambda lang: lang == "en", minilm.embed)}
-    idx, dev_idx, dev_z, extra = {}, {}, {}, {}
+    idx, dev_idx, dev_vectors, dev_z, extra = {}, {}, {}, {}, {}
     for name, (chosen, embed) in encoders.items():
         idx[name], dev_idx[name] = emb.rows_where(train_rows, chosen), emb.rows_where(dev_rows, chosen)
         vectors = emb.embeddings(train_rows, idx[name], name, embed, cache, say)
         coef, bias = emb.fit_heads(train_rows, idx[name], vectors, categories, name, say)
         z = np.zeros((len(dev_rows), len(categories)), np.float32)
-        z[dev_idx[name]] = emb.embeddings(dev_rows, dev_idx[name], name, embed, cache, say) @ coef + bias
+        dev_vectors[name] = emb.embeddings(dev_rows, dev_idx[name], name, embed, cache, say)
+        z[dev_idx[name]] = dev_vectors[name] @ coef + bias
         dev_z[name] = z
         extra |= {f"{name}_coef": coef, f"{name}_bias": bias}
     z_ngram = _ngram_logits(heads, dev_rows)
@@ -57,16 +58,12 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
     version = train_text.version_of(heads, extra)
     train_text.save(heads, out, version, card, extra)
     full = np.zeros((len(dev_rows), 384), np.float32)
-    full[en_i] = emb.embeddings(dev_rows, en_i, "minilm", minilm.embed, cache, say)
+    full[en_i] = dev_vectors["minilm"]
     probabilities = TextModel(out).score(dev_rows.texts, embedding=full, language=dev_rows.lang)
-    card["dev_ap_stacked"] = {c: train_text.average_precision(*_masked(dev_rows, c, probabilities[:, k]))
+    card["dev_ap_stacked"] = {c: dev_rows.average_precision(c, probabilities[:, k])[1]
                               for k, c in enumerate(categories)}
     card["thresholds"] = train_text.dev_thresholds(heads, dev_rows, probabilities)
     train_text.save(heads, out, version, card, extra)
     train_text.reliability(heads, dev_rows, probabilities, out / "reliability.png")
     return card
 
-
-def _masked(rows: train_text.Rows, category: str, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mask, y = rows.target(category)
-    return y[mask], p[mask]

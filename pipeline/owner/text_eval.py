@@ -132,7 +132,8 @@ def table(columns: dict[str, Figures], categories: Sequence[str], langs: Sequenc
     return "\n".join(lines)
 
 
-def plot_reliability(ax: Any, scores: Sequence[float], labels: Sequence[bool], signal: str, bins: int = 10) -> None:
+def plot_reliability(ax: Any, scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, signal: str,
+                     bins: int = 10) -> None:
     """Calibration on a matplotlib axis: the observed rate of the category per bin of the score. On the
     diagonal, a score of 0.7 means 70% of such rows carry the category (what ``text_model`` promises)."""
     s, y = np.asarray(scores, float), np.asarray(labels, bool)

@@ -57,6 +57,14 @@ class Rows:
         y = np.array([category in cats for cats in self.y], dtype=np.int8)
         return mask, y
 
+    def average_precision(self, category: str, scores: np.ndarray,
+                          where: np.ndarray | None = None) -> tuple[int, float]:
+        """(positives, average precision of ``scores``) over the rows that label ``category`` (and are
+        in ``where``); nan without positives."""
+        mask, y = self.target(category)
+        keep = mask if where is None else mask & where
+        return int(y[keep].sum()), average_precision(y[keep], scores[keep])
+
 
 def split_of(seed_id: str) -> str:
     """70/15/15 by a hash of the seed id: a prompt and its translations share a split; reported
@@ -236,7 +244,7 @@ def reliability(heads: list[Head], dev: Rows, probabilities: np.ndarray, out: Pa
     fig, axes = plt.subplots(3, 4, figsize=(14, 10))
     for ax, (i, h) in zip(axes.ravel(), enumerate(heads), strict=False):
         mask, y = dev.target(h.category)
-        plot_reliability(ax, probabilities[mask, i].tolist(), (y[mask] == 1).tolist(), "text_model")
+        plot_reliability(ax, probabilities[mask, i], y[mask] == 1, "text_model")
         ax.set_title(f"{h.category} ({int(y[mask].sum())} positives)", fontsize=9)
     axes.ravel()[-1].axis("off")
     fig.suptitle("text_model reliability on dev: predicted probability (x) vs observed rate (y)")
