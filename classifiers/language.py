@@ -18,6 +18,8 @@ from classifiers.text_model import gathered, hashed, pack, unpack
 
 FEATURES = 2**16
 FILE = "language.npz"
+# a text's language shows in its first few sentences; reading all of a 4,000-character prompt cost 16 ms
+MAX_CHARS = 1000
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +37,7 @@ def _analyzer() -> object:
 
 
 def featurize(texts: Sequence[str]) -> sp.csr_matrix:
-    return hashed(list(texts), _analyzer(), FEATURES)
+    return hashed([t[:MAX_CHARS] for t in texts], _analyzer(), FEATURES)
 
 
 class LanguageId:
