@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.prompt_gate import timed  # noqa: E402
 from classifiers.text_embedding import TextEncoder  # noqa: E402
 from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, use_embed  # noqa: E402
 from pipeline.owner.train_embedding import embeddings  # noqa: E402
@@ -29,13 +29,10 @@ LANGUAGES = ("en", "de", "fr", "es", "pt", "it", "nl", "ru", "tr", "ar", "hi", "
 
 
 def latency(fn, texts: list[str]) -> tuple[float, float]:
+    """p50 and p99 ms of ``fn`` on one text at a time, after a warm-up batch."""
     fn(texts[:4])
-    took = []
-    for t in texts:
-        start = time.perf_counter()
-        fn([t])
-        took.append(time.perf_counter() - start)
-    return float(np.percentile(took, 50) * 1e3), float(np.percentile(took, 99) * 1e3)
+    ms, _ = timed(lambda t: fn([t]), texts)
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def main() -> None:
