@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from classifiers import pdq_index
 from classifiers.pdq import to_hex, to_words
 from classifiers.pdq_index import FLAT_BELOW, MultiIndex
 from pipeline.store.hashes import HashStore, LiveLists
@@ -27,7 +28,8 @@ def _flat(db: np.ndarray, queries: np.ndarray, radius: int) -> set[tuple[int, in
 
 
 @pytest.mark.parametrize("radius", [31, 40, 8])  # two and three bit flips a table, and exact keys
-def test_multi_index_returns_exactly_what_a_flat_scan_returns(radius: int) -> None:
+def test_multi_index_returns_exactly_what_a_flat_scan_returns(radius: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pdq_index, "BATCH_CHUNK", 70)  # the batched sweep's chunks, without 4,096 queries
     rng = np.random.default_rng(radius)
     db = to_words(rng.integers(0, 256, (40_000, 32), dtype=np.uint8))
     db[1000] = db[7]  # a duplicate entry is reported twice (once per row), never once per table
@@ -35,12 +37,24 @@ def test_multi_index_returns_exactly_what_a_flat_scan_returns(radius: int) -> No
     assert len(index.starts) > 1, "this size must use the tables, not the flat scan"
     queries = np.stack([_near(rng, db[rng.integers(len(db))], int(k)) for k in rng.integers(0, radius + 12, 150)]
                        + [rng.integers(0, 2**63, 4, dtype=np.int64).astype(np.uint64) for _ in range(50)])
-    found = {(h.query, h.row, h.distance) for h in index.search(queries, radius)}
+    assert len(queries) >= pdq_index.BATCH_FROM  # the batched sweep, in three chunks
+    found = [(h.query, h.row, h.distance) for h in index.search(queries, radius)]
     expected = _flat(db, queries, radius)
-    assert found == expected
+    assert sorted(found) == sorted(expected)  # each pair once, though several tables find it
     assert len(expected) > 50  # the near copies are found
+    few = {(h.query, h.row, h.distance) for h in index.search(queries[:10], radius)}  # probed query by query
+    assert few == {e for e in expected if e[0] < 10}
     single = {(0, h.row, h.distance) for h in index.search(queries[:1], radius)}
     assert single == {e for e in expected if e[0] == 0}
+
+
+def test_probed_flips_follow_the_generalised_pigeonhole() -> None:
+    index = MultiIndex(to_words(np.random.default_rng(3).integers(0, 256, (40_000, 32), dtype=np.uint8)))
+    for radius in (8, 31, 40):
+        flips = index.flips(radius)
+        assert flips.sum() == max(0, radius - len(flips) + 1)  # enough for exactness, and no more
+        assert flips.max() - flips.min() <= 1
+    assert index.flips(40).sum() < 40 // len(index.starts) * len(index.starts)  # fewer than plain pigeonhole
 
 
 def test_small_lists_are_scanned_flat() -> None:
