@@ -143,9 +143,12 @@ class TextModel:
         if "use_coef" not in w:
             raise ModelMissingError(f"{weights_path} has no USE head: retrain with `genguard models train-text`")
         self.use_coef, self.use_bias = w["use_coef"].astype(np.float32), w["use_bias"].astype(np.float32)
-        self.stack_use = w["stack_use"].astype(np.float32)  # (3, categories): n-gram, USE, bias
+        self.stack_use = w["stack_use"].astype(np.float32)  # (4, categories): n-gram, USE, bias, clip
         self.minilm_coef, self.minilm_bias = w["minilm_coef"].astype(np.float32), w["minilm_bias"].astype(np.float32)
-        self.stack_en = w["stack_en"].astype(np.float32)  # (4, categories): n-gram, USE, MiniLM, bias
+        self.stack_en = w["stack_en"].astype(np.float32)  # (5, categories): n-gram, USE, MiniLM, bias, clip
+        if len(self.stack_use) != 4:
+            raise ModelMissingError(f"{weights_path} has stackers for unclipped logits: retrain with "
+                                    "`genguard models train-text`")
         use_embed(["warm"])  # load USE's tables now (~1 s), and fail here, not at the first prompt, without its package
 
     def logits(self, features: sp.csr_matrix) -> np.ndarray:
@@ -166,9 +169,11 @@ class TextModel:
             np.array([x == "en" for x in language], bool)
         if covered.any():
             zu = use_embed([t for t, c in zip(batch, covered, strict=True) if c]) @ self.use_coef + self.use_bias
-            out[covered] = self.stack_use[0] * z[covered] + self.stack_use[1] * zu + self.stack_use[2]
+            w, clip = self.stack_use, self.stack_use[3]  # each logit clipped first, as the stacker was fitted
+            out[covered] = w[0] * np.clip(z[covered], -clip, clip) + w[1] * np.clip(zu, -clip, clip) + w[2]
             if english.any():
                 ze = embedding[english] @ self.minilm_coef + self.minilm_bias  # type: ignore[index]
-                out[english] = (self.stack_en[0] * z[english] + self.stack_en[1] * zu[english[covered]]
-                                + self.stack_en[2] * ze + self.stack_en[3])
+                w, clip = self.stack_en, self.stack_en[4]
+                out[english] = (w[0] * np.clip(z[english], -clip, clip) + w[3]
+                                + w[1] * np.clip(zu[english[covered]], -clip, clip) + w[2] * np.clip(ze, -clip, clip))
         return 1.0 / (1.0 + np.exp(-out))

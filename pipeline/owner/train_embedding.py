@@ -18,6 +18,8 @@ import numpy as np
 from pipeline.owner.train_text import Rows, weights
 
 MIN_STACK_POSITIVES = 3  # dev positives a category needs for its own stacker
+STACK_C = 0.1  # the stackers' inverse regularisation (see ``fit_stacker``)
+STACK_CLIP = 16.0  # and the clip of the logits they weigh
 Embed = Callable[[list[str]], np.ndarray]
 
 
@@ -73,9 +75,15 @@ def fit_heads(rows: Rows, idx: np.ndarray, emb: np.ndarray, categories: Sequence
 
 def fit_stacker(dev: Rows, idx: np.ndarray, logits: Sequence[np.ndarray], fallback: np.ndarray,
                 categories: Sequence[str]) -> np.ndarray:
-    """(len(logits) + 1, categories): per category, the weight of each logit (each (len(idx), categories))
-    and a bias, fitted on the dev rows at ``idx``; a category with too few of them keeps ``fallback``
-    (the same shape: the stacker of fewer heads, with zero for the missing ones)."""
+    """(len(logits) + 2, categories): per category, the weight of each logit (each (len(idx), categories)),
+    a bias and the clip applied to the logits first, fitted on the dev rows at ``idx``; a category with
+    too few of them keeps ``fallback`` (the same shape: the stacker of fewer heads, with zero for the
+    missing ones; Platt scaling is one with an infinite clip).
+
+    The logits are clipped to +-STACK_CLIP and the fit is strongly regularised (STACK_C): the n-gram
+    heads reach |logit| 300 on text like their training rows, and an unclipped stacker learned to
+    distrust them everywhere. 5-fold CV on dev, mean AP over the categories: raw logits, C=1 .806
+    (t2v rows .851); clipped at 16, C=0.1 .830 (.871)."""
     from sklearn.linear_model import LogisticRegression
 
     stack = fallback.astype(np.float32).copy()
@@ -85,6 +93,7 @@ def fit_stacker(dev: Rows, idx: np.ndarray, logits: Sequence[np.ndarray], fallba
         yk = y[idx][keep]
         if yk.sum() < MIN_STACK_POSITIVES or yk.sum() == len(yk):
             continue
-        fit = LogisticRegression(C=1.0).fit(np.stack([z[keep, k] for z in logits], axis=1), yk)
-        stack[:, k] = [*fit.coef_[0], fit.intercept_[0]]
+        heads = np.clip(np.stack([z[keep, k] for z in logits], axis=1), -STACK_CLIP, STACK_CLIP)
+        fit = LogisticRegression(C=STACK_C).fit(heads, yk)
+        stack[:, k] = [*fit.coef_[0], fit.intercept_[0], STACK_CLIP]
     return stack
