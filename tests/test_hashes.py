@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifiers import pdq_index
+from classifiers import pdq_batch
 from classifiers.pdq import to_hex, to_words
 from classifiers.pdq_index import FLAT_BELOW, MultiIndex
 from pipeline.store.hashes import HashStore, LiveLists
@@ -29,7 +29,7 @@ def _flat(db: np.ndarray, queries: np.ndarray, radius: int) -> set[tuple[int, in
 
 @pytest.mark.parametrize("radius", [31, 40, 8])  # two and three bit flips a table, and exact keys
 def test_multi_index_returns_exactly_what_a_flat_scan_returns(radius: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pdq_index, "BATCH_CHUNK", 70)  # the batched sweep's chunks, without 4,096 queries
+    monkeypatch.setattr(pdq_batch, "BATCH_CHUNK", 70)  # the batched sweep's chunks, without 4,096 queries
     rng = np.random.default_rng(radius)
     db = to_words(rng.integers(0, 256, (40_000, 32), dtype=np.uint8))
     db[1000] = db[7]  # a duplicate entry is reported twice (once per row), never once per table
@@ -37,7 +37,7 @@ def test_multi_index_returns_exactly_what_a_flat_scan_returns(radius: int, monke
     assert len(index.starts) > 1, "this size must use the tables, not the flat scan"
     queries = np.stack([_near(rng, db[rng.integers(len(db))], int(k)) for k in rng.integers(0, radius + 12, 150)]
                        + [rng.integers(0, 2**63, 4, dtype=np.int64).astype(np.uint64) for _ in range(50)])
-    assert len(queries) >= pdq_index.BATCH_FROM  # the batched sweep, in three chunks
+    assert len(queries) >= pdq_batch.BATCH_FROM  # the batched sweep, in three chunks
     found = [(h.query, h.row, h.distance) for h in index.search(queries, radius)]
     expected = _flat(db, queries, radius)
     assert sorted(found) == sorted(expected)  # each pair once, though several tables find it
