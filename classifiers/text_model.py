@@ -169,11 +169,15 @@ class TextModel:
             np.array([x == "en" for x in language], bool)
         if covered.any():
             zu = use_embed([t for t, c in zip(batch, covered, strict=True) if c]) @ self.use_coef + self.use_bias
-            w, clip = self.stack_use, self.stack_use[3]  # each logit clipped first, as the stacker was fitted
-            out[covered] = w[0] * np.clip(z[covered], -clip, clip) + w[1] * np.clip(zu, -clip, clip) + w[2]
+            out[covered] = _stacked(self.stack_use, z[covered], zu)
             if english.any():
                 ze = embedding[english] @ self.minilm_coef + self.minilm_bias  # type: ignore[index]
-                w, clip = self.stack_en, self.stack_en[4]
-                out[english] = (w[0] * np.clip(z[english], -clip, clip) + w[3]
-                                + w[1] * np.clip(zu[english[covered]], -clip, clip) + w[2] * np.clip(ze, -clip, clip))
+                out[english] = _stacked(self.stack_en, z[english], zu[english[covered]], ze)
         return 1.0 / (1.0 + np.exp(-out))
+
+
+def _stacked(stacker: np.ndarray, *logits: np.ndarray) -> np.ndarray:
+    """A stacker's (weights..., bias, clip) rows applied to its heads' logits, each clipped first as
+    the stacker was fitted (``train_embedding.fit_stacker``)."""
+    *weights, bias, clip = stacker
+    return sum(w * np.clip(z, -clip, clip) for w, z in zip(weights, logits, strict=True)) + bias
