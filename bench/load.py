@@ -123,11 +123,17 @@ async def video_step(api: str, key: str, video: bytes, rate: float, seconds: flo
     return await measured(api, key, Step("videos", rate), seconds, 1, submit_and_wait)
 
 
-def small_clip(path: Path) -> Path:
-    """The upload of the video benches: 3 s of a 640x360 test pattern with a tone, H.264 + AAC."""
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3",
-                    "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:v", "libx264", "-preset",
-                    "veryfast", "-c:a", "aac", "-shortest", str(path)], check=True)
+def small_clip(path: Path, speech: bool = False) -> Path:
+    """The upload of the video benches: 3 s of a 640x360 test pattern with a tone (no speech: Whisper is
+    skipped), or with ``speech``, a spoken sentence (Whisper runs), H.264 + AAC."""
+    sound = ["-f", "lavfi", "-i", "sine=frequency=300:duration=3"]
+    if speech:
+        wav = path.with_suffix(".wav")
+        subprocess.run(["espeak-ng", "-s", "170", "-w", str(wav), "Here is a sunny beach with two dogs playing."],
+                       check=True)
+        sound = ["-i", str(wav), "-af", "apad"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3",
+                    *sound, "-t", "3", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(path)], check=True)
     return path
 
 
@@ -247,11 +253,12 @@ def main() -> None:
     ap.add_argument("--prompt-p99-ms", type=float, default=50.0)
     ap.add_argument("--video-p99-s", type=float, default=20.0)
     ap.add_argument("--video-deadline", type=float, default=240.0, help="a job not decided by then is an error")
+    ap.add_argument("--speech", action="store_true", help="uploads with a spoken sentence instead of a tone")
     args = ap.parse_args()
     ensure_redis(Settings().redis_url, ROOT / "var")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        clip = small_clip(tmp / "clip.mp4")
+        clip = small_clip(tmp / "clip.mp4", args.speech)
         video = clip.read_bytes()
         results = {}
         for workers in (1, 2):

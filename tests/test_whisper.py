@@ -51,10 +51,16 @@ def test_both_backends_hear_the_sentence_with_timestamps(speech: np.ndarray, bac
     assert 1.5 <= first.start <= 3.0 and first.end <= 7.0
 
 
-def test_silence_costs_nothing_and_says_nothing() -> None:
+def test_silence_and_tones_cost_nothing_and_say_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audio without speech never reaches the model (faster-whisper alone would still run language ID on it,
+    ~0.4 s a clip): the model is replaced by one that fails if called."""
     silence = np.zeros(16000 * 20, dtype=np.float32)
-    assert FasterWhisperTranscriber(MODEL).transcribe(silence).segments == ()
-    assert OpenAIWhisperTranscriber(MODEL / OPENAI_CHECKPOINT).transcribe(silence).segments == ()
+    tone = (0.5 * np.sin(2 * np.pi * 300 * np.arange(16000 * 3) / 16000)).astype(np.float32)
+    fast = FasterWhisperTranscriber(MODEL)
+    monkeypatch.setattr(fast.model, "transcribe", lambda *a, **k: pytest.fail("Whisper ran on audio without speech"))
+    for audio in (silence, tone):
+        assert fast.transcribe(audio).segments == ()
+        assert OpenAIWhisperTranscriber(MODEL / OPENAI_CHECKPOINT).transcribe(audio).segments == ()
 
 
 def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
