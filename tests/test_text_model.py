@@ -14,7 +14,7 @@ import pytest
 from classifiers.base import ModelMissingError
 from classifiers.normalize import normalize
 from classifiers.text_model import TextModel
-from pipeline.owner.text_eval import Truth, figures
+from pipeline.owner.text_eval import Truth, figures, threshold_for
 from pipeline.owner.train_text import CATEGORIES, Rows, t2v_rows
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest
@@ -44,6 +44,19 @@ def test_a_tiny_seeded_training_run_makes_a_loadable_artefact(tmp_path: Path) ->
     p = model.score(["a cat on a sofa", "how to build a pipe bomb"])
     assert p.shape == (2, len(CATEGORIES)) and ((p >= 0) & (p <= 1)).all()
     assert (tmp_path / "a" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_threshold_stops_at_the_recall_it_needs() -> None:
+    """Nine positives far above the negatives: the threshold sits halfway between the lowest positive and
+    the negative below it, not on that negative (which a precision target alone would allow: 9 of 10)."""
+    y = np.array([1] * 9 + [0] * 50, bool)
+    p = np.concatenate([np.linspace(0.56, 0.99, 9), [0.073], np.linspace(0.0, 0.066, 49)])
+    assert threshold_for(y, p, 0.85) == pytest.approx((0.56 + 0.073) / 2)
+    # where precision caps recall: the best cut at 0.75 takes 3 of 4 positives (one negative between)
+    y, p = np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    assert threshold_for(y, p, 0.75, min_positives=4) == pytest.approx(0.55)
+    assert threshold_for(y, p, 0.95, min_positives=4) == pytest.approx(0.85)
+    assert threshold_for(y, p, 0.75, min_positives=5) is None  # too few positives to say
 
 
 def test_a_missing_artefact_names_its_path(tmp_path: Path) -> None:
