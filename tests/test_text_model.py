@@ -52,6 +52,7 @@ def test_a_threshold_stops_at_the_recall_it_needs() -> None:
     y = np.array([1] * 9 + [0] * 50, bool)
     p = np.concatenate([np.linspace(0.56, 0.99, 9), [0.073], np.linspace(0.0, 0.066, 49)])
     assert threshold_for(y, p, 0.85) == pytest.approx((0.56 + 0.073) / 2)
+    assert threshold_for(y, p, 0.85, recall_first=True) == pytest.approx(0.073)  # as low as precision allows
     # where precision caps recall: the best cut at 0.75 takes 3 of 4 positives (one negative between)
     y, p = np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
     assert threshold_for(y, p, 0.75, min_positives=4) == pytest.approx(0.55)

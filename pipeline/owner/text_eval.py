@@ -40,11 +40,14 @@ class Counts:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def threshold_for(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 5) -> float | None:
+def threshold_for(y: np.ndarray, p: np.ndarray, target_precision: float, min_positives: int = 5,
+                  recall_first: bool = False) -> float | None:
     """The threshold with the most recall at the target precision on (y, p), placed halfway between the
-    last positive it needs and the next score below: going lower adds no recall, only rows that happen to
+    last positive it needs and the next score below: going lower adds no recall on dev, only rows that
     keep precision above the target (with 9 sexual/minors positives at 0.56 and up, a benign child at
-    0.073 was where the lowest such threshold sat). None when there are too few positives to say."""
+    0.073 was where the lowest such threshold sat). ``recall_first``: the lowest threshold that still
+    keeps the target precision, for a category where an unseen positive below the dev ones is the worse
+    mistake. None when there are too few positives to say."""
     if y.sum() < min_positives:
         return None
     order = np.argsort(-p, kind="stable")
@@ -52,6 +55,8 @@ def threshold_for(y: np.ndarray, p: np.ndarray, target_precision: float, min_pos
     ok = np.nonzero(tp / np.arange(1, len(y) + 1) >= target_precision)[0]
     if not len(ok):
         return None
+    if recall_first:
+        return float(ranked[ok.max()])
     last = ok[tp[ok] == tp[ok].max()].min()  # the first cut with that recall ends on a positive
     below = ranked[last + 1] if last + 1 < len(ranked) else 0.0
     return float((ranked[last] + below) / 2)

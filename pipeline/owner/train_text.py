@@ -193,18 +193,23 @@ def train(train_rows: Rows, dev_rows: Rows, epochs: int, seed: int, say: Callabl
 # stops <= 0.5% of benign prompts (0.80: 0.54%)
 TARGETS = {"medium": 0.85, "high": 0.97}
 MIN_POSITIVES = {"medium": 5, "high": 25}  # dev positives below which a level is not chosen (too noisy)
+# where a missed positive is the worst mistake, and dev has too few positives to say where unseen ones lie,
+# the threshold goes as low as the target precision allows (sexual/minors: 9 dev positives; halfway to the
+# next score, 0.315, lost 2 of 21 test positives that 0.073 found)
+RECALL_FIRST = frozenset({"sexual/minors"})
 
 
 def dev_thresholds(heads: list[Head], dev: Rows, probabilities: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per category and severity, the lowest dev threshold that still reaches the target precision
-    (the most recall at that precision); a category with too few dev positives gets none."""
+    """Per category and severity, the dev threshold with the most recall at the target precision (see
+    ``threshold_for``); a category with too few dev positives gets none."""
     from pipeline.owner.text_eval import threshold_for
 
     out: dict[str, dict[str, float]] = {}
     for i, h in enumerate(heads):
         mask, y = dev.target(h.category)
         levels = {lvl: t for lvl, target in TARGETS.items()
-                  if (t := threshold_for(y[mask], probabilities[mask, i], target, MIN_POSITIVES[lvl])) is not None}
+                  if (t := threshold_for(y[mask], probabilities[mask, i], target, MIN_POSITIVES[lvl],
+                                         h.category in RECALL_FIRST)) is not None}
         if "medium" in levels and "high" in levels and levels["high"] < levels["medium"]:
             levels["high"] = levels["medium"]
         if levels:
