@@ -154,7 +154,8 @@ def test_the_whole_review_works_from_the_keyboard(api: str, keys: dict[str, str]
     job_id = held_job(api, keys["acme"], spoken_violence)
     page = browser.new_page()
     page.goto(f"{api}/console/login")
-    page.keyboard.type(keys["acme"])  # the key field has focus
+    expect(page.locator("#api_key")).to_be_focused()  # autofocus lands a frame after load: typing before lost keys
+    page.keyboard.type(keys["acme"])
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{api}/console")
     rows = page.locator("#queue tr[data-href]")

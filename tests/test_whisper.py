@@ -56,11 +56,11 @@ def test_silence_and_tones_cost_nothing_and_say_nothing(monkeypatch: pytest.Monk
     ~0.4 s a clip): the model is replaced by one that fails if called."""
     silence = np.zeros(16000 * 20, dtype=np.float32)
     tone = (0.5 * np.sin(2 * np.pi * 300 * np.arange(16000 * 3) / 16000)).astype(np.float32)
-    fast = FasterWhisperTranscriber(MODEL)
+    fast, openai = FasterWhisperTranscriber(MODEL), OpenAIWhisperTranscriber(MODEL / OPENAI_CHECKPOINT)
     monkeypatch.setattr(fast.model, "transcribe", lambda *a, **k: pytest.fail("Whisper ran on audio without speech"))
     for audio in (silence, tone):
         assert fast.transcribe(audio).segments == ()
-        assert OpenAIWhisperTranscriber(MODEL / OPENAI_CHECKPOINT).transcribe(audio).segments == ()
+        assert openai.transcribe(audio).segments == ()
 
 
 def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
