@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, prompts_gate: PromptGate | None
                   description="Moderation and provenance gate for generative video.")
     errors.install(app)
     app.add_exception_handler(console.SignIn, console.to_sign_in)
-    middleware.install(app, settings)
+    app.add_middleware(middleware.Admission, settings=settings)
     for router in ROUTERS:
         app.include_router(router)
     return app
