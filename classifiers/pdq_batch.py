@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from classifiers.pdq_bits import distance, flipped, key_of
+from classifiers.pdq_bits import distance, flipped, key_of, keys_per_table
 
 if TYPE_CHECKING:
     from classifiers.pdq_index import MultiIndex
@@ -148,8 +148,7 @@ class Batches:
         low_bits = max(0, row_bits - ROW_BIN_BITS)
         high_bits = row_bits - low_bits
         tables, workers = len(index.starts), numba.get_num_threads()
-        per_query = max(sum(math.comb(int(w), f) for f in range(t + 1))
-                        for w, t in zip(index.widths, flips, strict=True))
+        per_query = max(keys_per_table(index.widths, flips))
         bin_starts = np.zeros((tables, (1 << high_bits) + 1), np.int64)
         counts = np.zeros(tables, np.int64)
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

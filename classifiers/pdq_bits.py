@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -46,3 +48,8 @@ def flipped(key: int, width: int, flips: int, out: np.ndarray, n: int) -> int:
                 out[n] = kb ^ (1 << c)
                 n += 1
     return n
+
+
+def keys_per_table(widths: np.ndarray, flips: np.ndarray) -> list[int]:
+    """How many keys ``flipped`` writes for one query in each table: its size of the probe buffers."""
+    return [sum(math.comb(int(w), f) for f in range(int(t) + 1)) for w, t in zip(widths, flips, strict=True)]

@@ -19,7 +19,7 @@ import numpy as np
 
 from classifiers.pdq import PDQ_BITS
 from classifiers.pdq_batch import BATCH_FROM, Batches
-from classifiers.pdq_bits import distance, flipped, key_of
+from classifiers.pdq_bits import distance, flipped, key_of, keys_per_table
 
 MAX_WIDTH = 24  # bits a substring table addresses directly (2^24 int32 offsets = 64 MB)
 MAX_FLIPS = 3
@@ -156,7 +156,7 @@ class MultiIndex:
         if flips.max() > MAX_FLIPS:
             _scan(self.db, queries, radius, out_ids, out_dist, counts)
         else:
-            n_keys = sum(math.comb(int(w), f) for w, t in zip(self.widths, flips, strict=True) for f in range(t + 1))
+            n_keys = sum(keys_per_table(self.widths, flips))
             tables = (self.db, self.starts, self.widths, self.bases, self.offsets, self.ids)
             if len(queries) == 1:  # no thread pool for one query
                 counts[0] = _probe_one(*tables, queries[0], radius, flips, n_keys, out_ids[0], out_dist[0])
