@@ -15,7 +15,7 @@ from classifiers.base import ModelMissingError
 from classifiers.normalize import normalize
 from classifiers.text_model import TextModel
 from pipeline.owner.text_eval import Truth, figures, threshold_for
-from pipeline.owner.train_text import CATEGORIES, Rows, t2v_rows
+from pipeline.owner.train_text import CATEGORIES, Rows, t2v_rows, write_thresholds
 from pipeline.prompt.gate import PromptGate
 from pipeline.records import PromptRequest
 
@@ -58,6 +58,22 @@ def test_a_threshold_stops_at_the_recall_it_needs() -> None:
     assert threshold_for(y, p, 0.75, min_positives=4) == pytest.approx(0.55)
     assert threshold_for(y, p, 0.95, min_positives=4) == pytest.approx(0.85)
     assert threshold_for(y, p, 0.75, min_positives=5) is None  # too few positives to say
+
+
+def test_new_thresholds_replace_the_old_lines_and_their_comments(tmp_path: Path) -> None:
+    """``train-text --write-policy``: each category's text_model line is rewritten, the comment under an
+    old one (which explained its value) goes with it, other lines and comments stay."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("categories:\n  hate:\n    thresholds:\n      text_model: {medium: 0.30}  # lowered for\n"
+                      "      # dev F1, see the note\n      embedding: {medium: 0.58}  # kept\n      # kept too\n"
+                      "  harassment:\n    thresholds:\n      text_model: {medium: 0.40}\n"
+                      "      embedding: {medium: 0.6}\n")
+    assert write_thresholds(policy, {"hate": {"medium": 0.446, "high": 0.925}}) == 1
+    text = policy.read_text()
+    assert "text_model: {medium: 0.446, high: 0.925}  # genguard models train-text" in text
+    assert "dev F1, see the note" not in text and "lowered for" not in text
+    assert "embedding: {medium: 0.58}  # kept\n      # kept too\n" in text
+    assert "medium: 0.40" not in text and "embedding: {medium: 0.6}" in text  # harassment: no threshold now
 
 
 def test_a_missing_artefact_names_its_path(tmp_path: Path) -> None:

@@ -219,10 +219,15 @@ def dev_thresholds(heads: list[Head], dev: Rows, probabilities: np.ndarray) -> d
 
 def write_thresholds(policy: Path, thresholds: dict[str, dict[str, float]]) -> int:
     """Put ``text_model`` thresholds into each category of a policy YAML in place (comments and layout
-    kept; a category without one loses any it had). Returns how many categories got one."""
+    kept, except those under an old ``text_model`` line, which spoke of it; a category without one loses
+    any it had). Returns how many categories got one."""
     import re
 
-    lines = [ln for ln in policy.read_text().splitlines(keepends=True) if not ln.startswith("      text_model: {")]
+    lines, dropping = [], False
+    for ln in policy.read_text().splitlines(keepends=True):  # the old line goes, with the comments under it
+        dropping = ln.startswith("      text_model: {") or (dropping and ln.startswith("      # "))
+        if not dropping:
+            lines.append(ln)
     out, category, written = [], None, 0
     for line in lines:
         if m := re.match(r"^  ([a-z/-]+):\s*$", line):
