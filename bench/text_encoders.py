@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.prompt_gate import timed  # noqa: E402
 from classifiers.text_embedding import TextEncoder  # noqa: E402
-from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, use_embed  # noqa: E402
+from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, mlp_logits, use_embed  # noqa: E402
 from pipeline.owner.train_embedding import embeddings  # noqa: E402
 from pipeline.owner.train_text import CATEGORIES, read_split  # noqa: E402
 
@@ -48,11 +48,11 @@ def main() -> None:
     everyone, use_rows, english = np.ones(n, bool), np.isin(lang, sorted(USE_LANGUAGES)), lang == "en"
     z = {"n-gram": model.logits(featurize(rows.texts, normalized=True))}
     vectors = {}
-    for name, chosen, embed, coef, bias in (("USE", use_rows, use_embed, model.use_coef, model.use_bias),
-                                            ("MiniLM", english, minilm.embed, model.minilm_coef, model.minilm_bias)):
+    for name, chosen, embed, head in (("USE", use_rows, use_embed, model.use_head),
+                                      ("MiniLM", english, minilm.embed, model.minilm_head)):
         vectors[name] = embeddings(rows, np.nonzero(chosen)[0], name.lower(), embed, cache)
         z[name] = np.full((n, len(CATEGORIES)), -np.inf, np.float32)
-        z[name][chosen] = vectors[name] @ coef + bias
+        z[name][chosen] = mlp_logits(vectors[name], head)
     full = np.zeros((n, 384), np.float32)
     full[english] = vectors["MiniLM"]
     z["stacked"] = model.score(rows.texts, embedding=full, language=rows.lang)

