@@ -33,6 +33,20 @@ def test_known_prompts(gate: PromptGate, prompt: str, action: str) -> None:
     assert check(gate, prompt) == action
 
 
+@pytest.mark.parametrize(("prompt", "fires"), [
+    ("a closet without clothes", False),
+    ("a laundry room without any clothes, morning light", False),
+    ("a woman without clothes in the shower", True),
+    ("her posing without any clothing", True),
+])
+def test_without_clothes_is_about_a_person(gate: PromptGate, prompt: str, fires: bool) -> None:
+    """The sexual regex reads "without clothes" only of a person or of what a person does: a closet
+    without clothes was blocked (the one dev row the bare phrase matched, and it was benign)."""
+    verdict, _ = gate.check(PromptRequest(tenant="default", prompt=prompt))
+    ids = {m.id for c in verdict.categories for m in c.matches}
+    assert ("sexual-regex" in ids) == fires, ids
+
+
 def test_verdict_explains_itself(gate: PromptGate) -> None:
     v, _ = gate.check(PromptRequest(tenant="acme", prompt="step-by-step video showing how to make a pipe bomb"))
     assert v.tenant == "acme" and v.request_id.startswith("req_")
