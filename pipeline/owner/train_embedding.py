@@ -101,9 +101,10 @@ def fit_heads(rows: Rows, idx: np.ndarray, emb: np.ndarray, dev: tuple[Rows, np.
         where = np.zeros(len(dev_rows), bool)
         where[dev_idx] = True
         aps = [dev_rows.average_precision(c, z[:, k], where) for k, c in enumerate(categories)]
-        ap = float(np.mean([a for pos, a in aps if pos >= MIN_STACK_POSITIVES]))
+        counted = [a for pos, a in aps if pos >= MIN_STACK_POSITIVES]
+        ap = float(np.mean(counted)) if counted else float("nan")
         say(f"  {name} head epoch {epoch}/{epochs}: mean dev AP {ap:.3f}")
-        if best is None or ap > best[0]:
+        if best is None or not ap <= best[0]:  # nan (too few dev positives to say) keeps the latest epoch
             best = (ap, layers)
     assert best is not None
     return best[1]
