@@ -50,8 +50,9 @@ def in_process(clip: Path, tmp: Path, jobs: int) -> float:
         decision, _, _ = gate.run(clip, None, "acme", f"inproc-{n}")
         job = Job(job_id=f"inproc-{n}", tenant="acme", sha256="", media_uri="", status="allowed",
                   decision=decision.model_dump(mode="json"))
-        released = release_file(clip, tmp / f"released-{n}.mp4", job, signer, keyring.key)
-        index_release(releases, job, tmp / f"released-{n}.mp4", released.manifest, anchors)
+        out = tmp / f"released-{n}.mp4"
+        released = release_file(clip, out, job, signer, keyring.key)
+        index_release(releases, job, out, released.manifest, anchors)
         times.append(time.perf_counter() - started)
     return statistics.median(times[1:])
 

@@ -82,6 +82,8 @@ def fit_heads(rows: Rows, idx: np.ndarray, emb: np.ndarray, dev: tuple[Rows, np.
     y, w = map(torch.from_numpy, _targets(rows, idx, categories))
     x = torch.from_numpy(emb)
     dev_rows, dev_idx, dev_emb = dev
+    scored = np.zeros(len(dev_rows), bool)  # the dev rows this encoder serves
+    scored[dev_idx] = True
     model = torch.nn.Sequential(torch.nn.Linear(emb.shape[1], HEAD_HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(0.1),
                                 torch.nn.Linear(HEAD_HIDDEN, len(categories)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -98,9 +100,7 @@ def fit_heads(rows: Rows, idx: np.ndarray, emb: np.ndarray, dev: tuple[Rows, np.
                   "w2": model[3].weight.detach().numpy().T.copy(), "b2": model[3].bias.detach().numpy().copy()}
         z = np.zeros((len(dev_rows), len(categories)), np.float32)
         z[dev_idx] = mlp_logits(dev_emb, layers)
-        where = np.zeros(len(dev_rows), bool)
-        where[dev_idx] = True
-        aps = [dev_rows.average_precision(c, z[:, k], where) for k, c in enumerate(categories)]
+        aps = [dev_rows.average_precision(c, z[:, k], scored) for k, c in enumerate(categories)]
         counted = [a for pos, a in aps if pos >= MIN_STACK_POSITIVES]
         ap = float(np.mean(counted)) if counted else float("nan")
         say(f"  {name} head epoch {epoch}/{epochs}: mean dev AP {ap:.3f}")
