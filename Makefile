@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-genguard
-MODELS := var/models/minilm/VERSION var/models/whisper-base/VERSION var/models/whisper-base/openai-whisper.pt
+MODELS := var/models/minilm/VERSION var/models/minilm/model.int8.onnx var/models/whisper-base/VERSION var/models/whisper-base/openai-whisper.pt
 TESTDATA := var/testdata/sintel.mp4
 
 .PHONY: demo test bench lint install models testdata debian down clean

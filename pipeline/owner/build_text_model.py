@@ -21,7 +21,7 @@ def _ngram_logits(heads: list[train_text.Head], rows: train_text.Rows) -> np.nda
         np.array([h.bias for h in heads])
 
 
-def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = True, epochs: int = 6, seed: int = 0,
+def build(data: Path, out: Path, minilm: TextEncoder, cache: Path, t2v: bool = True, epochs: int = 6, seed: int = 0,
           limit: int | None = None, say: Callable[[str], None] = print) -> dict:
     """Train everything, write it to ``out``; returns the card (meta.json) with the dev thresholds."""
     say(f"reading {data}" + (f" and {train_text.IN_DOMAIN}" if t2v else "") + " ...")
@@ -31,14 +31,13 @@ def build(data: Path, out: Path, encoder_dir: Path, cache: Path, t2v: bool = Tru
     categories = [h.category for h in heads]
     say("language ID ...")
     language.save(language.train(train_rows.texts, train_rows.lang, seed), out)
-    minilm = TextEncoder(encoder_dir)
-    encoders = {"use": (lambda lang: lang in USE_LANGUAGES, use_embed),
-                "minilm": (lambda lang: lang == "en", minilm.embed)}
+    encoders = {"use": (lambda lang: lang in USE_LANGUAGES, use_embed, "use"),
+                "minilm": (lambda lang: lang == "en", minilm.embed, emb.cache_name("minilm", minilm.version))}
     idx, dev_idx, dev_vectors, dev_z, extra = {}, {}, {}, {}, {}
-    for name, (chosen, embed) in encoders.items():
+    for name, (chosen, embed, cached_as) in encoders.items():
         idx[name], dev_idx[name] = emb.rows_where(train_rows, chosen), emb.rows_where(dev_rows, chosen)
-        vectors = emb.embeddings(train_rows, idx[name], name, embed, cache, say)
-        dev_vectors[name] = emb.embeddings(dev_rows, dev_idx[name], name, embed, cache, say)
+        vectors = emb.embeddings(train_rows, idx[name], cached_as, embed, cache, say)
+        dev_vectors[name] = emb.embeddings(dev_rows, dev_idx[name], cached_as, embed, cache, say)
         head = emb.fit_heads(train_rows, idx[name], vectors, (dev_rows, dev_idx[name], dev_vectors[name]),
                              categories, name, seed, say=say)
         z = np.zeros((len(dev_rows), len(categories)), np.float32)

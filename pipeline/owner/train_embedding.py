@@ -29,6 +29,12 @@ def rows_where(rows: Rows, languages: Callable[[str], bool]) -> np.ndarray:
     return np.array([i for i, lang in enumerate(rows.lang) if languages(lang)], dtype=np.int64)
 
 
+def cache_name(encoder: str, version: str) -> str:
+    """The embedding cache of one encoder version: int8 and float MiniLM vectors differ, and a head is
+    trained on the ones the gate will serve it."""
+    return f"{encoder}-{version.split('@')[-1]}"
+
+
 def embeddings(rows: Rows, idx: np.ndarray, name: str, embed: Embed, cache: Path,
                say: Callable[[str], None] = print) -> np.ndarray:
     """Embeddings of ``rows`` at ``idx`` by ``embed``, cached per text in ``cache/NAME.npz`` (keyed by a

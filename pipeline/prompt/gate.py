@@ -62,8 +62,8 @@ class PromptGate:
         except ModelMissingError as e:  # the verdict then names no language, and nothing else changes
             log.warning("language ID unavailable: %s", e)
             language = None
-        return cls(settings, policies or PolicySource(settings), TextEncoder(settings.text_model), cache, models,
-                   errors, language)
+        encoder = TextEncoder(settings.text_model, settings.text_precision)
+        return cls(settings, policies or PolicySource(settings), encoder, cache, models, errors, language)
 
     @property
     def base(self) -> CompiledPolicy:
