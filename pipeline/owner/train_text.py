@@ -235,8 +235,9 @@ def write_thresholds(policy: Path, thresholds: dict[str, dict[str, float]]) -> i
         out.append(line)
         if re.match(r"^    thresholds:\s*$", line) and category in thresholds:
             body = ", ".join(f"{k}: {v:.3f}" for k, v in thresholds[category].items())
+            rule = ", recall first (train_text.RECALL_FIRST)" if category in RECALL_FIRST else ""
             out.append(f"      text_model: {{{body}}}  # genguard models train-text: dev precision >= "
-                       f"{' / '.join(f'{TARGETS[k]:.2f}' for k in thresholds[category])}\n")
+                       f"{' / '.join(f'{TARGETS[k]:.2f}' for k in thresholds[category])}{rule}\n")
             written += 1
     policy.write_text("".join(out))
     return written
