@@ -116,9 +116,9 @@ def test_the_use_head_serves_the_languages_it_knows_and_only_those() -> None:
 
 def test_the_shipped_model_on_its_own_held_out_prompts(gate: PromptGate) -> None:
     """Regression guard on genguard-t2v's test split (never trained or tuned on), through the gate as
-    served (MiniLM and USE embeddings, language handed over), at the card's review thresholds. Measured on
-    its 474 prompts: precision 0.92, recall 0.73, 14 of 255 benign look-alikes flagged (the previous model,
-    logistic heads on the embeddings: 0.91, 0.64, 14); the margins below catch a worse model, not noise."""
+    served (MiniLM int8 and USE embeddings, language handed over), at the card's review thresholds. Measured
+    on its 585 prompts: precision 0.92, recall 0.71, 17 of 295 benign look-alikes flagged (the previous
+    model on the same split: 0.93, 0.74, 16); the margins below catch a worse model, not noise."""
     meta = json.loads((ROOT / "classifiers/data/text_model/meta.json").read_text())
     thr = meta["thresholds"]
     rows = Rows()
@@ -130,7 +130,7 @@ def test_the_shipped_model_on_its_own_held_out_prompts(gate: PromptGate) -> None
         flagged.append({c for c in CATEGORIES if c in thr and scores[c] >= thr[c]["medium"]})
     f = figures(Truth.of_rows(rows, {"genguard-t2v"}), flagged, CATEGORIES)
     assert f.any_flagged.precision >= 0.85 and f.any_flagged.recall >= 0.63, f.any_flagged
-    assert f.benign_t2v_stopped[0] <= 19, f.benign_t2v_stopped
+    assert f.benign_t2v_stopped[0] <= 22, f.benign_t2v_stopped
 
 
 @pytest.mark.parametrize(("prompt", "lang"), [
