@@ -84,8 +84,8 @@ def main() -> None:
                 "cpu": lambda: clip_cpu.embed_images(frames, args.batch),
                 "cuda": lambda: clip_cuda.embed_images(frames, args.batch)}),
             "MiniLM text encoder (texts/s)": (len(texts), {
-                "cpu": lambda: text_cpu.embed(texts, chunk=args.batch),
-                "cuda": lambda: text_cuda.embed(texts, chunk=args.batch)}),
+                "cpu": lambda: text_cpu.embed(texts),
+                "cuda": lambda: text_cuda.embed(texts)}),
             "Whisper base (audio s per s)": (seconds, {
                 "cpu": lambda: speech_cpu.transcribe(audio),
                 "cuda": lambda: speech_cuda.transcribe(audio)}),

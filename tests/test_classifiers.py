@@ -42,13 +42,17 @@ def test_missing_model_names_the_path(tmp_path: Path) -> None:
 def test_int8_encoder_stays_near_float_under_its_own_version(encoder: TextEncoder) -> None:
     """The int8 weights the gate runs by default (GENGUARD_TEXT_PRECISION): near the float vectors on the
     212 real prompts of tests/data, and a version of their own, so exemplar caches and the trained MiniLM
-    head never take one for the other."""
+    head never take one for the other; and a text's vector does not depend on the batch it came in."""
     int8 = TextEncoder(ONNX_DIR, "int8")
     prompts = [json.loads(line)["text"] for line in (ROOT / "tests/data/prompts.jsonl").read_text().splitlines()]
-    cosine = (int8.embed(prompts) * encoder.embed(prompts)).sum(axis=1)
+    batch = int8.embed(prompts)
+    cosine = (batch * encoder.embed(prompts)).sum(axis=1)
     print(f"MiniLM int8 vs float on {len(prompts)} prompts: cosine min {cosine.min():.4f}, mean {cosine.mean():.4f}")
     assert cosine.mean() >= 0.99 and cosine.min() >= 0.97
     assert int8.version == f"{encoder.version}+int8"
+    # dynamic int8 scales each activation over the input tensor: a text in a batch must get what it gets alone
+    alone = np.stack([int8.embed([p])[0] for p in prompts[:40]])
+    assert np.array_equal(alone, batch[:40])
 
 
 def test_exemplar_classifier_scores_and_contrasts(encoder: TextEncoder) -> None:
